@@ -1,0 +1,27 @@
+"""Every notebook follows the course's opening and is covered by a smoke test."""
+import json
+
+import pytest
+
+from vs_lib import config
+
+NOTEBOOKS = sorted((config.ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_structure(path):
+    nb = json.loads(path.read_text())
+    cells = nb["cells"]
+    assert cells[0]["cell_type"] == "markdown" and "".join(cells[0]["source"]).lstrip().startswith("# "), "title first"
+    tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    assert all(not c.get("outputs") for c in cells if c["cell_type"] == "code"), "outputs stripped"
+    src = "".join(cells[tagged[0]]["source"])
+    assert "PROFILE" in src
+    assert "sys.path" not in "".join("".join(c["source"]) for c in cells)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_has_smoke_test(path):
+    test_file = config.ROOT / "tests" / f"test_nb_{path.stem}.py"
+    assert test_file.exists(), f"{path.name} needs tests/{test_file.name} executing it in the smoke profile"

@@ -1,0 +1,103 @@
+"""Figures: one place that saves them, and a few pictures several notebooks draw.
+
+``save_fig(fig, "name", topic="01_data_engineering")`` writes
+``figures/01_data_engineering/name.png`` at a fixed dpi; ``save_results`` writes the
+notebook's key figures as ``figures/<topic>/results.json`` for the notebook tests.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import config
+
+DPI = 110
+
+
+def save_fig(fig, name: str, topic: str) -> Path:
+    """Save ``fig`` as ``figures/<topic>/<name>.png`` (atomic) and return the path."""
+    path = config.figures_dir() / topic / f"{name}.png"
+    with config.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format="png")
+    return path
+
+
+def save_results(results: dict[str, Any], topic: str) -> Path:
+    """Write a notebook's key figures to ``figures/<topic>/results.json`` (atomic)."""
+    return config.write_json_atomic(config.figures_dir() / topic / "results.json", results)
+
+
+def load_results(topic: str) -> dict[str, Any]:
+    import json
+
+    return json.loads((config.figures_dir() / topic / "results.json").read_text())
+
+
+def image_grid(
+    images: Sequence[np.ndarray] | np.ndarray,
+    titles: Sequence[str] | None = None,
+    ncols: int = 10,
+    size: float = 1.2,
+    cmap: str = "gray",
+    suptitle: str | None = None,
+    title_colors: Sequence[str] | None = None,
+):
+    """A grid of images (``(n, H, W)`` or ``(n, H, W, C)`` uint8/float) with optional titles."""
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    ncols = max(1, min(ncols, n))
+    nrows = int(np.ceil(n / ncols)) if n else 1
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows * 1.15), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        ax.imshow(images[i], cmap=cmap if np.ndim(images[i]) == 2 else None, vmin=0 if np.ndim(images[i]) == 2 else None)
+        if titles is not None:
+            color = title_colors[i] if title_colors is not None else "black"
+            ax.set_title(titles[i], fontsize=7, color=color)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def ranked_rows(
+    query_images: Sequence[np.ndarray],
+    result_images: Sequence[Sequence[np.ndarray]],
+    relevant: Sequence[Sequence[bool]] | None = None,
+    row_titles: Sequence[str] | None = None,
+    result_titles: Sequence[Sequence[str]] | None = None,
+    size: float = 1.1,
+):
+    """One row per query: the query, then its ranked results (green frame = relevant, red = not)."""
+    import matplotlib.pyplot as plt
+
+    nq = len(query_images)
+    k = max(len(r) for r in result_images) if nq else 0
+    fig, axes = plt.subplots(nq, k + 1, figsize=(size * (k + 1), size * nq * 1.2), squeeze=False)
+    for i in range(nq):
+        ax = axes[i, 0]
+        ax.imshow(query_images[i], cmap="gray")
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title(row_titles[i] if row_titles else "query", fontsize=7, fontweight="bold")
+        for spine in ax.spines.values():
+            spine.set_color("blue"), spine.set_linewidth(2)
+        for j in range(k):
+            ax = axes[i, j + 1]
+            ax.set_xticks([]), ax.set_yticks([])
+            if j >= len(result_images[i]):
+                ax.axis("off")
+                continue
+            ax.imshow(result_images[i][j], cmap="gray")
+            if result_titles is not None:
+                ax.set_title(result_titles[i][j], fontsize=6)
+            if relevant is not None:
+                c = "green" if relevant[i][j] else "red"
+                for spine in ax.spines.values():
+                    spine.set_color(c), spine.set_linewidth(2)
+    fig.tight_layout()
+    return fig
