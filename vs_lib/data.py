@@ -1,0 +1,619 @@
+"""Data engineering: the Fashion-MNIST corpus, user image folders and the platform database.
+
+The corpus
+    ``load_fashion_mnist()`` returns the 70,000 real 28×28 grayscale product images from
+    Zalando with the published train/test split. Corpus image ids are positions in
+    train + test: ids ``0..59999`` are training images, ``60000..69999`` test images.
+
+The platform database (SQLite, ``data/visual_search.db``)
+    ``images``, ``users`` and ``interactions`` as SPEC.md describes them. Images are real;
+    their metadata (owner, upload time, private/flagged flags), all users and the seed
+    interaction log are **synthetic**, generated with a seed, and say so in a
+    ``synthetic`` column and in the ``meta`` table.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import sqlite3
+import urllib.request
+import warnings
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from . import config
+
+CLI_HELP = "ensure the Fashion-MNIST corpus and the platform database; print sources and row counts"
+
+CLASS_NAMES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+N_TRAIN, N_TEST = 60_000, 10_000
+
+# Manual tags a person might attach to each class (used by filters and shown in results;
+# never seen by the model).
+CLASS_TAGS = [
+    ["t-shirt", "top", "upper-body", "clothing"],
+    ["trouser", "pants", "lower-body", "clothing"],
+    ["pullover", "sweater", "upper-body", "clothing"],
+    ["dress", "one-piece", "clothing"],
+    ["coat", "outerwear", "upper-body", "clothing"],
+    ["sandal", "summer", "footwear"],
+    ["shirt", "upper-body", "clothing"],
+    ["sneaker", "sport", "footwear"],
+    ["bag", "accessory"],
+    ["ankle-boot", "boot", "footwear"],
+]
+# Coarse groups of related garments, used only by the synthetic click generator below.
+CLASS_GROUP = np.array([0, 1, 0, 0, 0, 2, 0, 2, 3, 2])
+
+# ---------------------------------------------------------------------------------------
+# Dataset registry (d2l's DATA_HUB idea): file -> (download URLs, SHA-256 of its content).
+#
+# The checksum is of the *decompressed* IDX bytes: Debian's dataset-fashion-mnist package
+# recompresses the archives, so the .gz bytes differ from upstream while the data inside
+# is identical. Verifying the content works for every source alike.
+# ---------------------------------------------------------------------------------------
+DOWNLOAD_MIRRORS = [
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+]
+FILES = {
+    "train-images-idx3-ubyte.gz": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte.gz": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte.gz": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte.gz": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+SYSTEM_DIRS = [Path("/usr/share/datasets/fashion-mnist")]
+DEBIAN_PACKAGE = "dataset-fashion-mnist"
+
+
+class DataNotFoundError(FileNotFoundError):
+    """No usable copy of the dataset anywhere; the message lists every place tried."""
+
+
+class UnknownImageError(KeyError):
+    """An image id that is not in the platform database."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else "unknown image"
+
+
+@dataclass(frozen=True)
+class FashionMNIST:
+    """The corpus with its published split. Images are uint8 ``(n, 28, 28)``."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    class_names: list[str] = field(default_factory=lambda: list(CLASS_NAMES))
+    source: str = ""
+
+    @property
+    def images(self) -> np.ndarray:
+        """All 70,000 images, train then test: ``images[i]`` has image id ``i``."""
+        return np.concatenate([self.train_images, self.test_images])
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.concatenate([self.train_labels, self.test_labels])
+
+    @property
+    def ids(self) -> np.ndarray:
+        return np.arange(len(self.train_images) + len(self.test_images), dtype=np.int64)
+
+    @property
+    def train_ids(self) -> np.ndarray:
+        return np.arange(len(self.train_images), dtype=np.int64)
+
+    @property
+    def test_ids(self) -> np.ndarray:
+        return np.arange(len(self.test_images), dtype=np.int64) + len(self.train_images)
+
+
+def candidate_dirs() -> list[Path]:
+    """Folders searched for the four files, in order (the download lands in the second)."""
+    dirs: list[Path] = []
+    env = os.environ.get("VS_DATA_DIR")
+    if env:
+        dirs += [Path(env) / "fashion-mnist", Path(env)]
+    dirs.append(config.ROOT / "data" / "fashion-mnist")
+    dirs += list(SYSTEM_DIRS)
+    seen, unique = set(), []
+    for d in dirs:
+        if d.resolve() not in seen:
+            seen.add(d.resolve())
+            unique.append(d)
+    return unique
+
+
+def _read_idx(raw: bytes, name: str) -> np.ndarray:
+    magic = int.from_bytes(raw[:4], "big")
+    if magic == 2051:  # images
+        n, rows, cols = (int.from_bytes(raw[i:i + 4], "big") for i in (4, 8, 12))
+        return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, rows, cols)
+    if magic == 2049:  # labels
+        return np.frombuffer(raw, dtype=np.uint8, offset=8).astype(np.int64)
+    raise ValueError(f"{name}: not an IDX file (magic number {magic})")
+
+
+def _load_verified(path: Path, expected_sha256: str) -> np.ndarray:
+    """Decompress ``path``, check its content's SHA-256, parse it. Raises ValueError."""
+    try:
+        raw = gzip.decompress(path.read_bytes())
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path}: unreadable gzip ({e})") from e
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != expected_sha256:
+        raise ValueError(f"{path}: checksum mismatch (sha256 {digest[:12]}…, expected {expected_sha256[:12]}…)")
+    return _read_idx(raw, path.name)
+
+
+def _try_dir(folder: Path) -> tuple[dict[str, np.ndarray] | None, str]:
+    arrays = {}
+    for name, sha in FILES.items():
+        p = folder / name
+        if not p.exists():
+            return None, f"{folder}: {name} missing"
+        try:
+            arrays[name] = _load_verified(p, sha)
+        except ValueError as e:
+            return None, str(e)
+    return arrays, "ok"
+
+
+def _download(dest: Path, mirrors: Sequence[str]) -> tuple[dict[str, np.ndarray] | None, list[str]]:
+    """Fetch the four files from the first mirror that serves them intact (atomic writes)."""
+    problems = []
+    for base in mirrors:
+        try:
+            for name, sha in FILES.items():
+                target = dest / name
+                if target.exists():
+                    try:
+                        _load_verified(target, sha)
+                        continue
+                    except ValueError:
+                        pass
+                with config.atomic_path(target) as tmp:
+                    with urllib.request.urlopen(base + name, timeout=30) as r, open(tmp, "wb") as f:
+                        shutil.copyfileobj(r, f)
+                    _load_verified(tmp, sha)  # refuse to keep a corrupt download
+            arrays, why = _try_dir(dest)
+            if arrays is not None:
+                return arrays, problems
+            problems.append(f"{base}: {why}")
+        except Exception as e:  # network errors, HTTP errors, checksum errors
+            problems.append(f"download from {base}: {type(e).__name__}: {e}")
+    return None, problems
+
+
+@lru_cache(maxsize=2)
+def _load_cached(dirs: tuple[Path, ...], mirrors: tuple[str, ...], download_dir: Path) -> FashionMNIST:
+    tried = []
+    for d in dirs:
+        arrays, why = _try_dir(d)
+        if arrays is not None:
+            return _assemble(arrays, str(d))
+        tried.append(why)
+    arrays, problems = _download(download_dir, mirrors)
+    if arrays is not None:
+        return _assemble(arrays, f"downloaded to {download_dir}")
+    tried += problems or ["download: no mirror configured"]
+    raise DataNotFoundError(
+        "Fashion-MNIST was not found. Tried, in order:\n  - " + "\n  - ".join(tried) + "\n"
+        "Fix it in one of two ways:\n"
+        f"  1. on Debian/Ubuntu: sudo apt-get install -y {DEBIAN_PACKAGE}   "
+        f"(puts the files in {SYSTEM_DIRS[0]})\n"
+        f"  2. download the four files from {DOWNLOAD_MIRRORS[0]} "
+        f"({', '.join(FILES)}) into {config.ROOT / 'data' / 'fashion-mnist'} or $VS_DATA_DIR/fashion-mnist"
+    )
+
+
+def _assemble(arrays: dict[str, np.ndarray], source: str) -> FashionMNIST:
+    def ro(a: np.ndarray) -> np.ndarray:
+        a = np.ascontiguousarray(a)
+        a.setflags(write=False)
+        return a
+
+    return FashionMNIST(
+        train_images=ro(arrays["train-images-idx3-ubyte.gz"]),
+        train_labels=ro(arrays["train-labels-idx1-ubyte.gz"]),
+        test_images=ro(arrays["t10k-images-idx3-ubyte.gz"]),
+        test_labels=ro(arrays["t10k-labels-idx1-ubyte.gz"]),
+        source=source,
+    )
+
+
+def load_fashion_mnist(download: bool = True) -> FashionMNIST:
+    """The corpus, from the first place that has intact files.
+
+    Order: ``$VS_DATA_DIR/fashion-mnist``, ``$VS_DATA_DIR``, ``data/fashion-mnist``,
+    ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``), then a
+    download into ``data/fashion-mnist`` verified by SHA-256. Raises
+    :class:`DataNotFoundError` listing every place tried. Arrays are read-only.
+    """
+    download_dir = Path(os.environ["VS_DATA_DIR"]) / "fashion-mnist" if os.environ.get("VS_DATA_DIR") \
+        else config.ROOT / "data" / "fashion-mnist"
+    mirrors = tuple(DOWNLOAD_MIRRORS) if download else ()
+    return _load_cached(tuple(candidate_dirs()), mirrors, download_dir)
+
+
+# ---------------------------------------------------------------------------------------
+# A folder of the user's own images
+# ---------------------------------------------------------------------------------------
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+@dataclass
+class ImageFolder:
+    """Images found under a folder: PIL images (mode as stored) and their paths."""
+
+    images: list
+    paths: list[Path]
+    skipped: list[tuple[Path, str]]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def load_image_folder(folder: str | os.PathLike) -> ImageFolder:
+    """Every JPEG/PNG under ``folder`` (recursive, sorted by path).
+
+    Unreadable or corrupt files are skipped and listed in one warning; never a crash.
+    """
+    from PIL import Image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is not a folder of images")
+    images, paths, skipped = [], [], []
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file() or p.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        try:
+            with Image.open(p) as im:
+                im.load()
+                images.append(im.copy())
+            paths.append(p)
+        except Exception as e:  # PIL raises many kinds for bad files
+            skipped.append((p, f"{type(e).__name__}: {e}"))
+    if skipped:
+        listing = "\n  ".join(f"{p}: {why}" for p, why in skipped)
+        warnings.warn(f"skipped {len(skipped)} unreadable image file(s):\n  {listing}", stacklevel=2)
+    return ImageFolder(images, paths, skipped)
+
+
+# ---------------------------------------------------------------------------------------
+# The platform database
+# ---------------------------------------------------------------------------------------
+SCHEMA_VERSION = "1"
+SCHEMA = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE users (
+    id        INTEGER PRIMARY KEY,
+    username  TEXT NOT NULL UNIQUE,
+    age       INTEGER CHECK (age BETWEEN 13 AND 120),
+    gender    TEXT CHECK (gender IN ('female', 'male', 'non-binary', 'undisclosed')),
+    city      TEXT,
+    country   TEXT,
+    email     TEXT NOT NULL UNIQUE CHECK (email LIKE '%_@_%'),   -- personal data: never served
+    synthetic INTEGER NOT NULL DEFAULT 0 CHECK (synthetic IN (0, 1))
+);
+CREATE TABLE images (
+    id          INTEGER PRIMARY KEY,
+    owner_id    INTEGER NOT NULL REFERENCES users(id),
+    upload_time INTEGER NOT NULL CHECK (upload_time >= 0),         -- unix seconds
+    tags        TEXT NOT NULL DEFAULT '',                          -- comma-separated manual tags
+    is_private  INTEGER NOT NULL DEFAULT 0 CHECK (is_private IN (0, 1)),
+    is_flagged  INTEGER NOT NULL DEFAULT 0 CHECK (is_flagged IN (0, 1)),  -- inappropriate
+    storage_key TEXT NOT NULL UNIQUE,                              -- corpus key or object-store path
+    split       TEXT NOT NULL CHECK (split IN ('train', 'test', 'upload')),
+    synthetic   INTEGER NOT NULL DEFAULT 0 CHECK (synthetic IN (0, 1))  -- 1: metadata generated
+);
+CREATE TABLE interactions (
+    id                 INTEGER PRIMARY KEY,
+    user_id            INTEGER NOT NULL REFERENCES users(id),
+    query_image_id     INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    displayed_image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    position           INTEGER NOT NULL CHECK (position >= 1),
+    type               TEXT NOT NULL CHECK (type IN ('impression', 'click')),
+    lat                REAL CHECK (lat BETWEEN -90 AND 90),
+    lon                REAL CHECK (lon BETWEEN -180 AND 180),
+    timestamp          INTEGER NOT NULL CHECK (timestamp >= 0),
+    session_id         INTEGER,
+    dwell_seconds      REAL CHECK (dwell_seconds IS NULL OR dwell_seconds >= 0),
+    source             TEXT NOT NULL DEFAULT 'seed-log',
+    synthetic          INTEGER NOT NULL DEFAULT 1 CHECK (synthetic IN (0, 1)),
+    CHECK (type = 'click' OR dwell_seconds IS NULL)
+);
+-- lookups serving and evaluation need
+CREATE INDEX idx_images_owner ON images(owner_id);
+CREATE INDEX idx_images_hidden ON images(id, owner_id) WHERE is_private = 1 OR is_flagged = 1;
+CREATE INDEX idx_inter_query ON interactions(query_image_id, type);
+CREATE INDEX idx_inter_displayed ON interactions(displayed_image_id);
+CREATE INDEX idx_inter_user_time ON interactions(user_id, timestamp);
+CREATE INDEX idx_inter_source ON interactions(source, type);
+"""
+TABLES = ("images", "users", "interactions")
+
+# Synthetic world: cities with coordinates, for users and interaction locations.
+CITIES = [
+    ("Berlin", "Germany", 52.52, 13.40), ("Hamburg", "Germany", 53.55, 9.99),
+    ("Paris", "France", 48.86, 2.35), ("Lyon", "France", 45.76, 4.84),
+    ("Madrid", "Spain", 40.42, -3.70), ("Milan", "Italy", 45.46, 9.19),
+    ("Amsterdam", "Netherlands", 52.37, 4.90), ("Stockholm", "Sweden", 59.33, 18.07),
+    ("Warsaw", "Poland", 52.23, 21.01), ("London", "United Kingdom", 51.51, -0.13),
+    ("Dublin", "Ireland", 53.35, -6.26), ("New York", "United States", 40.71, -74.01),
+    ("Chicago", "United States", 41.88, -87.63), ("San Francisco", "United States", 37.77, -122.42),
+    ("Toronto", "Canada", 43.65, -79.38), ("São Paulo", "Brazil", -23.55, -46.63),
+    ("Tokyo", "Japan", 35.68, 139.69), ("Seoul", "South Korea", 37.57, 126.98),
+    ("Sydney", "Australia", -33.87, 151.21), ("Lagos", "Nigeria", 6.52, 3.38),
+]
+GENDERS = ["female", "male", "non-binary", "undisclosed"]
+EPOCH_START = 1_672_531_200  # 2023-01-01 UTC: synthetic uploads span two years from here
+YEAR = 365 * 86_400
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """What the seeded generator produces; stored in ``meta`` so a rebuild is detected."""
+
+    seed: int = 0
+    n_users: int = 3_000
+    n_sessions: int = 20_000
+    list_length: int = 10
+    private_rate: float = 0.02
+    flagged_rate: float = 0.01
+
+    def key(self) -> str:
+        return f"v{SCHEMA_VERSION}:" + ",".join(f"{k}={v}" for k, v in sorted(self.__dict__.items()))
+
+
+def connect(path: str | os.PathLike | None = None, readonly: bool = False) -> sqlite3.Connection:
+    """Open the platform database with foreign keys enforced.
+
+    ``path`` defaults to :func:`vs_lib.config.db_path`. A missing file is an error (build
+    it with :func:`build_database` or ``python -m vs_lib data``), never silently created.
+    """
+    path = Path(path) if path is not None else config.db_path()
+    if not path.exists():
+        raise FileNotFoundError(f"no platform database at {path}; build it with `python -m vs_lib data`")
+    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
+    conn = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA busy_timeout = 30000")
+    return conn
+
+
+def _generate(cfg: GeneratorConfig, labels: np.ndarray) -> dict[str, list[tuple]]:
+    """All synthetic rows, vectorised with one seeded generator."""
+    rng = np.random.default_rng(cfg.seed)
+    n_images = len(labels)
+
+    # users
+    uid = np.arange(1, cfg.n_users + 1)
+    city_idx = rng.integers(0, len(CITIES), cfg.n_users)
+    ages = np.clip(rng.normal(34, 11, cfg.n_users).round(), 16, 80).astype(int)
+    genders = rng.choice(len(GENDERS), cfg.n_users, p=[0.48, 0.44, 0.03, 0.05])
+    users = [
+        (int(u), f"user{u:05d}", int(a), GENDERS[g], CITIES[c][0], CITIES[c][1], f"user{u:05d}@example.com", 1)
+        for u, a, g, c in zip(uid, ages, genders, city_idx)
+    ]
+
+    # images: real pixels, synthetic metadata
+    owners = rng.integers(1, cfg.n_users + 1, n_images)
+    upload = EPOCH_START + rng.integers(0, 2 * YEAR, n_images)
+    private = rng.random(n_images) < cfg.private_rate
+    flagged = rng.random(n_images) < cfg.flagged_rate
+    tag_text = [",".join(t) for t in CLASS_TAGS]
+    images = []
+    for i in range(n_images):
+        split, j = ("train", i) if i < N_TRAIN else ("test", i - N_TRAIN)
+        images.append((i, int(owners[i]), int(upload[i]), tag_text[labels[i]], int(private[i]),
+                       int(flagged[i]), f"fashion-mnist/{split}/{j}", split, 1))
+
+    # seed interaction log: a "legacy" system shows list_length images per query session;
+    # a simulated user clicks by a position-based model: P(click) = examine(pos) * attract(rel)
+    train_idx = np.flatnonzero(np.arange(n_images) < N_TRAIN)
+    by_class = [train_idx[labels[train_idx] == c] for c in range(len(CLASS_NAMES))]
+    by_group = [train_idx[CLASS_GROUP[labels[train_idx]] == g] for g in range(CLASS_GROUP.max() + 1)]
+    visible = ~(private | flagged)
+    rows = []
+    L = cfg.list_length
+    examine = 1.0 / np.arange(1, L + 1) ** 0.8
+    t0 = EPOCH_START + 2 * YEAR  # the log covers the 90 days after the last upload
+    next_id = 1
+    for s in range(cfg.n_sessions):
+        user = int(rng.integers(1, cfg.n_users + 1))
+        q = int(rng.choice(train_idx))
+        cq = labels[q]
+        shown: list[int] = []
+        while len(shown) < L:  # legacy ranking: 55% same class, 25% related group, 20% random
+            r = rng.random()
+            pool = by_class[cq] if r < 0.55 else by_group[CLASS_GROUP[cq]] if r < 0.80 else train_idx
+            cand = int(rng.choice(pool))
+            if cand != q and visible[cand] and cand not in shown:
+                shown.append(cand)
+        c = CITIES[city_idx[user - 1]]
+        lat = float(np.clip(c[2] + rng.normal(0, 0.05), -90, 90))
+        lon = float(np.clip(c[3] + rng.normal(0, 0.05), -180, 180))
+        ts = int(t0 + rng.integers(0, 90 * 86_400))
+        shown_arr = np.array(shown)
+        same = labels[shown_arr] == cq
+        related = CLASS_GROUP[labels[shown_arr]] == CLASS_GROUP[cq]
+        attract = np.where(same, 0.45, np.where(related, 0.12, 0.03))
+        clicks = rng.random(L) < examine * attract
+        for pos, (img, clicked) in enumerate(zip(shown, clicks), start=1):
+            rows.append((next_id, user, q, img, pos, "impression", lat, lon, ts + pos, s + 1, None, "seed-log", 1))
+            next_id += 1
+            if clicked:
+                dwell = float(rng.gamma(2.0, 6.0 if same[pos - 1] else 2.0))
+                rows.append((next_id, user, q, img, pos, "click", lat, lon, ts + pos + 2, s + 1, round(dwell, 2),
+                             "seed-log", 1))
+                next_id += 1
+    return {"users": users, "images": images, "interactions": rows}
+
+
+def _existing_key(path: Path) -> str | None:
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'generator'").fetchone()
+            return row[0] if row else None
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+
+
+def build_database(path: str | os.PathLike | None = None, cfg: GeneratorConfig | None = None,
+                   force: bool = False, dataset: FashionMNIST | None = None) -> dict:
+    """Create the platform database with seeded synthetic metadata, users and log.
+
+    Idempotent: when ``path`` already holds a database made by the same generator
+    configuration it is left as it is (with everything added to it since). Otherwise the
+    whole database is built in a temporary file and renamed into place, so an interrupted
+    build never leaves a half-built database. Returns ``{"path", "built", "counts"}``.
+    """
+    path = Path(path) if path is not None else config.db_path()
+    cfg = cfg or GeneratorConfig()
+    if not force and path.exists() and _existing_key(path) == cfg.key():
+        return {"path": path, "built": False, "counts": table_counts(path)}
+    ds = dataset or load_fashion_mnist()
+    rows = _generate(cfg, ds.labels)
+    with config.atomic_path(path) as tmp:
+        tmp.unlink()  # sqlite creates its own file
+        conn = sqlite3.connect(tmp)
+        try:
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.executescript(SCHEMA)
+            with conn:
+                conn.executemany("INSERT INTO meta VALUES (?, ?)", [
+                    ("generator", cfg.key()), ("schema_version", SCHEMA_VERSION),
+                    ("synthetic", "users, image metadata and the seed interaction log are synthetic "
+                                  f"(seed {cfg.seed}); image pixels are real Fashion-MNIST"),
+                    ("dataset_source", ds.source),
+                ])
+                conn.executemany("INSERT INTO users VALUES (?,?,?,?,?,?,?,?)", rows["users"])
+                conn.executemany("INSERT INTO images VALUES (?,?,?,?,?,?,?,?,?)", rows["images"])
+                conn.executemany("INSERT INTO interactions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows["interactions"])
+            conn.execute("PRAGMA journal_mode = WAL")
+        finally:
+            conn.close()
+        # an interrupted build leaves only the temporary file, which atomic_path removes
+    for suffix in ("-wal", "-shm"):
+        Path(str(tmp) + suffix).unlink(missing_ok=True)
+    return {"path": path, "built": True, "counts": table_counts(path)}
+
+
+def table_counts(path: str | os.PathLike | None = None) -> dict[str, int]:
+    conn = connect(path, readonly=True)
+    try:
+        counts = {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in TABLES}
+        counts["clicks"] = conn.execute("SELECT COUNT(*) FROM interactions WHERE type = 'click'").fetchone()[0]
+        return counts
+    finally:
+        conn.close()
+
+
+# Columns no public interface may return.
+PERSONAL_COLUMNS = frozenset({"email"})
+
+
+def read_table(name: str, conn: sqlite3.Connection | None = None, include_personal: bool = False,
+               limit: int | None = None):
+    """A table as a pandas DataFrame. Personal columns (email) are dropped unless asked for."""
+    import pandas as pd
+
+    if name not in TABLES + ("meta",):
+        raise ValueError(f"unknown table {name!r}; expected one of {TABLES + ('meta',)}")
+    own = conn is None
+    conn = conn or connect(readonly=True)
+    try:
+        sql = f"SELECT * FROM {name}" + (f" LIMIT {int(limit)}" if limit else "")
+        df = pd.read_sql_query(sql, conn)
+    finally:
+        if own:
+            conn.close()
+    if not include_personal:
+        df = df.drop(columns=[c for c in df.columns if c in PERSONAL_COLUMNS])
+    return df
+
+
+def image_row(conn: sqlite3.Connection, image_id: int) -> dict:
+    """The metadata row of one image as a dict; :class:`UnknownImageError` if absent."""
+    cur = conn.execute("SELECT * FROM images WHERE id = ?", (int(image_id),))
+    row = cur.fetchone()
+    if row is None:
+        raise UnknownImageError(f"unknown image id {image_id}")
+    return dict(zip([d[0] for d in cur.description], row))
+
+
+def objects_dir() -> Path:
+    """The local object store for uploaded images."""
+    return config.data_dir() / "objects"
+
+
+def load_image(conn: sqlite3.Connection, image_id: int) -> np.ndarray:
+    """Pixels of one image by id: uint8 ``(H, W)`` or ``(H, W, C)``.
+
+    Corpus images come from the dataset arrays; uploads from the object store.
+    """
+    key = image_row(conn, image_id)["storage_key"]
+    if key.startswith("fashion-mnist/"):
+        _, split, j = key.split("/")
+        ds = load_fashion_mnist()
+        return (ds.train_images if split == "train" else ds.test_images)[int(j)]
+    from PIL import Image
+
+    with Image.open(objects_dir() / key) as im:
+        return np.asarray(im.convert("L") if im.mode not in ("L", "RGB") else im).copy()
+
+
+def delete_image(conn: sqlite3.Connection, image_id: int) -> None:
+    """Remove an image from the platform (its interactions go with it).
+
+    The vector index drops it on the next ``python -m vs_lib index``.
+    """
+    image_row(conn, image_id)
+    with conn:
+        conn.execute("DELETE FROM images WHERE id = ?", (int(image_id),))
+
+
+# ---------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------
+def cli_add_arguments(parser) -> None:
+    parser.add_argument("--db", type=Path, default=None, help="database path (default: data/visual_search.db)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic generator")
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the database even if up to date")
+
+
+def cli_main(args) -> int:
+    try:
+        ds = load_fashion_mnist()
+    except DataNotFoundError as e:
+        print(e)
+        return 1
+    print(f"Fashion-MNIST: {len(ds.train_images):,} train + {len(ds.test_images):,} test images "
+          f"from {ds.source}")
+    info = build_database(args.db, GeneratorConfig(seed=args.seed), force=args.rebuild, dataset=ds)
+    state = "built" if info["built"] else "up to date, reused"
+    print(f"Platform database: {info['path']} ({state})")
+    c = info["counts"]
+    print(f"  images:       {c['images']:>9,}  (real pixels, synthetic metadata)")
+    print(f"  users:        {c['users']:>9,}  (synthetic)")
+    print(f"  interactions: {c['interactions']:>9,}  (synthetic; {c['clicks']:,} clicks)")
+    return 0
