@@ -61,8 +61,9 @@ CLASS_GROUP = np.array([0, 1, 0, 0, 0, 2, 0, 2, 3, 2])
 # recompresses the archives, so the .gz bytes differ from upstream while the data inside
 # is identical. Verifying the content works for every source alike.
 # ---------------------------------------------------------------------------------------
+OFFICIAL_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 DOWNLOAD_MIRRORS = [
-    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    OFFICIAL_URL,
     "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
 ]
 FILES = {
@@ -213,7 +214,7 @@ def _load_cached(dirs: tuple[Path, ...], mirrors: tuple[str, ...], download_dir:
         "Fix it in one of two ways:\n"
         f"  1. on Debian/Ubuntu: sudo apt-get install -y {DEBIAN_PACKAGE}   "
         f"(puts the files in {SYSTEM_DIRS[0]})\n"
-        f"  2. download the four files from {DOWNLOAD_MIRRORS[0]} "
+        f"  2. download the four files from {OFFICIAL_URL} "
         f"({', '.join(FILES)}) into {config.ROOT / 'data' / 'fashion-mnist'} or $VS_DATA_DIR/fashion-mnist"
     )
 

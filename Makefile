@@ -1,0 +1,61 @@
+# The course's entry points. `make report` and `make test` set up everything they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+# numba (UMAP) compiles once into this cache instead of in every process; headless plots
+export NUMBA_CACHE_DIR ?= $(CURDIR)/data/.numba_cache
+export MPLBACKEND ?= Agg
+export PYTHONUNBUFFERED := 1
+
+MODELS := self_supervised labels clicks
+PYTEST_ARGS ?=
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: help setup data models index report test test-fast lab serve bench clean-reports
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $(STAMP)
+
+setup: $(STAMP) data  ## create .venv, install requirements, obtain data and build the database
+
+data: $(STAMP)  ## the Fashion-MNIST corpus and the platform database (idempotent)
+	$(PY) -m vs_lib data
+
+models: setup  ## train (or reuse) the three contrastive encoders
+	@for p in $(MODELS); do $(PY) -m vs_lib train --positives $$p || exit 1; done
+
+index: models  ## embed and index every image in the database (incremental)
+	$(PY) -m vs_lib index
+
+report: index  ## run every notebook (full profile) into reports/ (.ipynb + .html) and figures/
+	$(PY) -m vs_lib report --profile full
+
+test: setup  ## the whole test suite (unit tests + every notebook in the smoke profile)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup  ## unit tests only, no notebooks or browser
+	$(PY) -m pytest -m "not notebooks and not browser and not slow" $(PYTEST_ARGS)
+
+lab: setup  ## JupyterLab on notebooks/
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --allow-root --no-browser
+
+serve: index  ## the HTTP search service and web page on $(HOST):$(PORT)
+	$(PY) -m vs_lib serve --host $(HOST) --port $(PORT)
+
+bench: index  ## every benchmark, JSON into reports/benchmarks/
+	@mkdir -p reports/benchmarks
+	@for b in benchmarks/*.py; do n=$$(basename $$b .py); echo "== $$n"; \
+	  $(PY) $$b > reports/benchmarks/$$n.json || exit 1; cat reports/benchmarks/$$n.json; done
+
+clean-reports:  ## remove executed notebooks and figures (keeps data and models)
+	rm -rf reports/*.ipynb reports/*.html reports/smoke figures/*/

@@ -1,0 +1,280 @@
+"""vs_lib.data: the corpus loader, the folder loader and the platform database."""
+from __future__ import annotations
+
+import gzip
+import shutil
+import sqlite3
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vs_lib import config, data
+
+
+@pytest.fixture(scope="module")
+def ds():
+    return data.load_fashion_mnist()
+
+
+def _isolate(monkeypatch, tmp_path, mirrors=()):
+    """Point every place the loader looks at empty folders."""
+    monkeypatch.setenv("VS_DATA_DIR", str(tmp_path / "vsdata"))
+    monkeypatch.setattr(config, "ROOT", tmp_path / "repo")
+    monkeypatch.setattr(data, "SYSTEM_DIRS", [tmp_path / "system"])
+    monkeypatch.setattr(data, "DOWNLOAD_MIRRORS", list(mirrors))
+    data._load_cached.cache_clear()
+
+
+def test_corpus_shapes_and_split(ds):
+    assert ds.train_images.shape == (60000, 28, 28) and ds.train_images.dtype == np.uint8
+    assert ds.test_images.shape == (10000, 28, 28)
+    assert ds.train_labels.dtype == np.int64
+    # the published split is balanced: 6,000 / 1,000 per class
+    assert np.bincount(ds.train_labels).tolist() == [6000] * 10
+    assert np.bincount(ds.test_labels).tolist() == [1000] * 10
+    assert len(ds.class_names) == 10 and ds.class_names[9] == "Ankle boot"
+    assert ds.images.shape == (70000, 28, 28) and (ds.ids == np.arange(70000)).all()
+    np.testing.assert_array_equal(ds.images[60000], ds.test_images[0])
+    assert not ds.train_images.flags.writeable
+
+
+def test_no_data_anywhere_lists_every_place_and_both_fixes(monkeypatch, tmp_path):
+    (tmp_path / "mirror").mkdir()
+    _isolate(monkeypatch, tmp_path, mirrors=[(tmp_path / "mirror").as_uri() + "/"])
+    with pytest.raises(data.DataNotFoundError) as err:
+        data.load_fashion_mnist()
+    msg = str(err.value)
+    for place in [tmp_path / "vsdata" / "fashion-mnist", tmp_path / "repo" / "data" / "fashion-mnist",
+                  tmp_path / "system", "mirror"]:
+        assert str(place) in msg
+    assert "apt-get install -y dataset-fashion-mnist" in msg
+    assert data.OFFICIAL_URL in msg.split("2.")[-1]  # the download URL is the second fix
+    data._load_cached.cache_clear()
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    m = tmp_path / "mirror"
+    m.mkdir()
+    for name in data.FILES:
+        shutil.copy(data.SYSTEM_DIRS[0] / name, m / name)
+    return m
+
+
+def test_download_from_mirror_is_verified_and_kept(monkeypatch, tmp_path, mirror):
+    _isolate(monkeypatch, tmp_path, mirrors=[mirror.as_uri() + "/"])
+    ds = data.load_fashion_mnist()
+    assert "downloaded" in ds.source and ds.train_images.shape == (60000, 28, 28)
+    assert sorted(p.name for p in (tmp_path / "vsdata" / "fashion-mnist").iterdir()) == sorted(data.FILES)
+    data._load_cached.cache_clear()
+    # a second load finds the downloaded copy first and fetches nothing
+    monkeypatch.setattr(data, "DOWNLOAD_MIRRORS", [])
+    assert data.load_fashion_mnist().source == str(tmp_path / "vsdata" / "fashion-mnist")
+    data._load_cached.cache_clear()
+
+
+def test_corrupt_download_is_refused_and_not_kept(monkeypatch, tmp_path, mirror):
+    raw = gzip.decompress((mirror / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    tampered = raw[:-1] + bytes([(raw[-1] + 1) % 10])  # one label changed, still valid gzip
+    (mirror / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(tampered))
+    _isolate(monkeypatch, tmp_path, mirrors=[mirror.as_uri() + "/"])
+    with pytest.raises(data.DataNotFoundError, match="checksum mismatch"):
+        data.load_fashion_mnist()
+    assert not (tmp_path / "vsdata" / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz").exists()
+    data._load_cached.cache_clear()
+
+
+def test_corrupt_local_copy_is_skipped_for_the_next_place(monkeypatch, tmp_path, mirror):
+    _isolate(monkeypatch, tmp_path)
+    local = tmp_path / "vsdata" / "fashion-mnist"
+    local.mkdir(parents=True)
+    for name in data.FILES:
+        (local / name).write_bytes(b"not a gzip file")
+    monkeypatch.setattr(data, "SYSTEM_DIRS", [mirror])
+    assert data.load_fashion_mnist().source == str(mirror)
+    data._load_cached.cache_clear()
+
+
+def test_image_folder_skips_corrupt_files_with_a_warning(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    Image.new("RGB", (40, 30), "red").save(tmp_path / "a.jpg")
+    Image.new("L", (28, 28), 128).save(tmp_path / "sub" / "b.PNG")
+    Image.new("RGBA", (10, 10)).save(tmp_path / "sub" / "deeper" / "c.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.warns(UserWarning, match="skipped 2 unreadable") as w:
+        folder = data.load_image_folder(tmp_path)
+    assert "broken.png" in str(w[0].message) and "empty.jpg" in str(w[0].message)
+    assert [p.name for p in folder.paths] == ["a.jpg", "b.PNG", "c.png"]
+    assert sorted(im.size for im in folder.images) == [(10, 10), (28, 28), (40, 30)]
+    with pytest.raises(NotADirectoryError):
+        data.load_image_folder(tmp_path / "a.jpg")
+
+
+# ------------------------------------------------------------------- platform database
+SMALL = data.GeneratorConfig(seed=3, n_users=40, n_sessions=150)
+
+
+@pytest.fixture(scope="module")
+def small_ds():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 30)
+    imgs = rng.integers(0, 255, (300, 28, 28), dtype=np.uint8)
+    return data.FashionMNIST(imgs, labels, imgs[:0], labels[:0], source="test")
+
+
+@pytest.fixture
+def small_db(tmp_path, small_ds):
+    path = tmp_path / "platform.db"
+    data.build_database(path, SMALL, dataset=small_ds)
+    return path
+
+
+def _dump(path):
+    conn = sqlite3.connect(path)
+    try:
+        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY id").fetchall() for t in data.TABLES}
+    finally:
+        conn.close()
+
+
+def test_generator_is_deterministic(tmp_path, small_ds, small_db):
+    other = tmp_path / "again.db"
+    data.build_database(other, SMALL, dataset=small_ds)
+    assert _dump(small_db) == _dump(other)
+    third = tmp_path / "seed4.db"
+    data.build_database(third, data.GeneratorConfig(seed=4, n_users=40, n_sessions=150), dataset=small_ds)
+    assert _dump(third)["interactions"] != _dump(small_db)["interactions"]
+
+
+def test_building_twice_never_duplicates_rows(small_db, small_ds):
+    before = data.table_counts(small_db)
+    info = data.build_database(small_db, SMALL, dataset=small_ds)
+    assert info["built"] is False and data.table_counts(small_db) == before
+    info = data.build_database(small_db, SMALL, dataset=small_ds, force=True)
+    assert info["built"] is True and data.table_counts(small_db) == before
+
+
+def test_interrupted_build_keeps_the_previous_database(small_db, small_ds, monkeypatch):
+    before = _dump(small_db)
+    real = data._generate
+
+    def broken(cfg, labels):
+        rows = real(cfg, labels)
+        bad = list(rows["interactions"][-1])
+        bad[0], bad[5] = bad[0] + 1, "view"  # violates the CHECK on type, after most rows are in
+        rows["interactions"].append(tuple(bad))
+        return rows
+
+    monkeypatch.setattr(data, "_generate", broken)
+    with pytest.raises(sqlite3.IntegrityError):
+        data.build_database(small_db, SMALL, dataset=small_ds, force=True)
+    assert _dump(small_db) == before
+    assert [p.name for p in small_db.parent.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("sql, params", [
+    ("INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp) "
+     "VALUES (1, 0, 1, 1, 'view', 0)", ()),
+    ("INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp) "
+     "VALUES (1, 0, 1, 0, 'click', 0)", ()),
+    ("INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp) "
+     "VALUES (99999, 0, 1, 1, 'click', 0)", ()),                        # unknown user
+    ("INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp) "
+     "VALUES (1, 0, 987654, 1, 'click', 0)", ()),                       # unknown image
+    ("INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp, lat) "
+     "VALUES (1, 0, 1, 1, 'click', 0, 123.0)", ()),                     # latitude out of range
+    ("INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp, "
+     "dwell_seconds) VALUES (1, 0, 1, 1, 'impression', 0, 5.0)", ()),   # dwell only on clicks
+    ("INSERT INTO images (owner_id, upload_time, storage_key, split, is_private) VALUES (1, 0, 'k', 'upload', 2)", ()),
+    ("INSERT INTO images (owner_id, upload_time, storage_key, split) VALUES (1, 0, 'fashion-mnist/train/0', 'upload')",
+     ()),                                                               # duplicate storage key
+    ("INSERT INTO images (owner_id, upload_time, storage_key, split) VALUES (1, -5, 'k2', 'upload')", ()),
+    ("INSERT INTO users (username, age, email) VALUES ('x', 30, 'no-at-sign')", ()),
+    ("INSERT INTO users (username, age, email) VALUES ('y', 5, 'y@example.com')", ()),
+    ("INSERT INTO users (username, email) VALUES ('user00001', 'z@example.com')", ()),  # duplicate username
+])
+def test_constraints_reject_bad_rows(small_db, sql, params):
+    conn = data.connect(small_db)
+    before = data.table_counts(small_db)
+    with pytest.raises(sqlite3.IntegrityError):
+        with conn:
+            conn.execute(sql, params)
+    conn.close()
+    assert data.table_counts(small_db) == before
+
+
+def test_generated_proportions_and_synthetic_marks(tmp_path, ds):
+    path = tmp_path / "full.db"
+    data.build_database(path, data.GeneratorConfig(n_sessions=500), dataset=ds)
+    conn = data.connect(path)
+    n, private, flagged = conn.execute("SELECT COUNT(*), AVG(is_private), AVG(is_flagged) FROM images").fetchone()
+    assert n == 70000 and 0.015 < private < 0.025 and 0.006 < flagged < 0.014
+    assert conn.execute("SELECT COUNT(*) FROM users").fetchone()[0] == 3000
+    assert conn.execute("SELECT MIN(synthetic) FROM users").fetchone()[0] == 1
+    assert conn.execute("SELECT MIN(synthetic) FROM interactions").fetchone()[0] == 1
+    assert "synthetic" in conn.execute("SELECT value FROM meta WHERE key='synthetic'").fetchone()[0]
+    # tags come from the class; the test split keeps its own keys
+    row = data.image_row(conn, 60000)
+    assert row["split"] == "test" and row["storage_key"] == "fashion-mnist/test/0"
+    assert data.CLASS_TAGS[ds.test_labels[0]][0] in row["tags"]
+    np.testing.assert_array_equal(data.load_image(conn, 60000), ds.test_images[0])
+    # every click was preceded by an impression of the same item in the same session
+    orphan = conn.execute("""SELECT COUNT(*) FROM interactions c WHERE c.type='click' AND NOT EXISTS (
+        SELECT 1 FROM interactions i WHERE i.type='impression' AND i.session_id=c.session_id
+        AND i.displayed_image_id=c.displayed_image_id)""").fetchone()[0]
+    assert orphan == 0
+    # no private or flagged image was shown by the legacy system
+    shown_hidden = conn.execute("""SELECT COUNT(*) FROM interactions x JOIN images i ON i.id = x.displayed_image_id
+        WHERE i.is_private = 1 OR i.is_flagged = 1""").fetchone()[0]
+    assert shown_hidden == 0
+    with pytest.raises(data.UnknownImageError, match="unknown image id 123456"):
+        data.load_image(conn, 123456)
+    conn.close()
+
+
+def test_read_table_never_returns_email_unless_asked(small_db):
+    conn = data.connect(small_db)
+    users = data.read_table("users", conn)
+    assert "email" not in users.columns and len(users) == SMALL.n_users
+    assert "email" in data.read_table("users", conn, include_personal=True).columns
+    with pytest.raises(ValueError, match="unknown table"):
+        data.read_table("users; DROP TABLE users", conn)
+    conn.close()
+
+
+def test_connect_refuses_a_missing_database(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m vs_lib data"):
+        data.connect(tmp_path / "nope.db")
+    assert not (tmp_path / "nope.db").exists()
+
+
+def test_delete_image_cascades_to_interactions(small_db):
+    conn = data.connect(small_db)
+    q = conn.execute("SELECT query_image_id FROM interactions LIMIT 1").fetchone()[0]
+    data.delete_image(conn, q)
+    assert conn.execute("SELECT COUNT(*) FROM interactions WHERE query_image_id=?", (q,)).fetchone()[0] == 0
+    with pytest.raises(data.UnknownImageError):
+        data.delete_image(conn, q)
+    conn.close()
+
+
+def test_cli_data_prints_sources_and_counts(tmp_path):
+    db = tmp_path / "cli.db"
+    out = subprocess.run([sys.executable, "-m", "vs_lib", "data", "--db", str(db)], capture_output=True, text=True,
+                         check=True).stdout
+    assert "Fashion-MNIST: 60,000 train + 10,000 test" in out and "built" in out
+    assert "70,000" in out and "3,000" in out and "synthetic" in out
+    again = subprocess.run([sys.executable, "-m", "vs_lib", "data", "--db", str(db)], capture_output=True, text=True,
+                           check=True).stdout
+    assert "up to date, reused" in again
+
+
+def test_cli_help_lists_subcommands():
+    out = subprocess.run([sys.executable, "-m", "vs_lib", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "data" in out and "report" in out
