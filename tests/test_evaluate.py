@@ -1,0 +1,155 @@
+"""Offline evaluation against a brute-force re-computation with the scalar metrics."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from vs_lib import evaluate, metrics
+
+
+def _normed(rng, n, d):
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def toy():
+    rng = np.random.default_rng(0)
+    centres = _normed(rng, 10, 16)
+    g_lab = rng.integers(0, 10, 300)
+    q_lab = rng.integers(0, 10, 40)
+    g = centres[g_lab] + 0.9 * rng.normal(size=(300, 16)).astype(np.float32)
+    q = centres[q_lab] + 0.9 * rng.normal(size=(40, 16)).astype(np.float32)
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    return q, q_lab, g, g_lab
+
+
+def test_exact_topk_matches_argsort(toy):
+    q, _, g, _ = toy
+    scores, pos = evaluate.exact_topk(q, g, 7, chunk_size=16)
+    sims = q @ g.T
+    expected = np.argsort(-sims, axis=1, kind="stable")[:, :7]
+    np.testing.assert_array_equal(pos, expected)
+    np.testing.assert_allclose(scores, np.take_along_axis(sims, expected, 1), rtol=1e-5)
+
+
+def test_metrics_match_brute_force(toy):
+    q, ql, g, gl = toy
+    k = 8
+    ev = evaluate.evaluate_embeddings(q, ql, g, gl, k=k, chunk_size=13)
+    sims = q @ g.T
+    for i in range(len(q)):
+        order = np.argsort(-sims[i], kind="stable")
+        full_grades = metrics.FASHION_MNIST_GRADES[ql[i], gl]
+        top = order[:k]
+        binary = (gl[top] == ql[i]).astype(int)
+        n_rel = int((gl == ql[i]).sum())
+        row = ev.per_query.iloc[i]
+        assert row["n_relevant"] == n_rel
+        assert row[f"precision@{k}"] == pytest.approx(metrics.precision_at_k(binary, k))
+        assert row[f"recall@{k}"] == pytest.approx(metrics.recall_at_k(binary, k, n_rel))
+        assert row[f"rr@{k}"] == pytest.approx(metrics.reciprocal_rank(binary))
+        assert row[f"ap@{k}"] == pytest.approx(metrics.average_precision(binary, min(k, n_rel)))
+        # nDCG against the whole gallery's grades as the ideal, computed the slow way
+        assert row[f"ndcg@{k}"] == pytest.approx(metrics.ndcg_at_k(full_grades[top], k, ideal=full_grades))
+        assert row[f"hit@{k}"] == float(binary.any())
+
+
+def test_query_excluded_from_its_own_results():
+    rng = np.random.default_rng(1)
+    g = _normed(rng, 50, 8)
+    gl = np.arange(50) % 10
+    gid = np.arange(100, 150)
+    # queries are gallery items 3, 17 and an outsider id 999 (identical vector to item 5)
+    q = g[[3, 17, 5]]
+    qid = np.array([103, 117, 999])
+    ev = evaluate.evaluate_embeddings(q, gl[[3, 17, 5]], g, gl, k=5, query_ids=qid, gallery_ids=gid)
+    assert 103 not in ev.result_ids[0] and 117 not in ev.result_ids[1]
+    assert ev.result_ids[2, 0] == 105  # not in the gallery: its twin is found first
+    assert list(ev.per_query["n_relevant"]) == [4, 4, 5]
+    # without ids nothing is excluded: the query finds itself first
+    ev2 = evaluate.evaluate_embeddings(q, gl[[3, 17, 5]], g, gl, k=5)
+    assert list(ev2.result_ids[:, 0]) == [3, 17, 5]
+
+
+def test_perfect_embeddings_score_one():
+    labels = np.repeat(np.arange(10), 12)
+    emb = np.eye(10, dtype=np.float32)[labels]
+    ids = np.arange(len(labels))
+    ev = evaluate.evaluate_embeddings(emb, labels, emb, labels, k=10, query_ids=ids, gallery_ids=ids)
+    s = ev.summary(n_boot=50)
+    for name in ("P@10", "MRR@10", "mAP@10", "nDCG@10", "HitRate@10"):
+        assert s.loc[name, "mean"] == pytest.approx(1.0)
+    assert s.loc["R@10", "mean"] == pytest.approx(10 / 11)
+
+
+def test_bootstrap_ci_against_normal_theory():
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, size=4000)
+    mean, lo, hi = evaluate.bootstrap_ci(x, n_boot=2000, seed=1)
+    se = x.std(ddof=1) / np.sqrt(len(x))
+    assert mean == pytest.approx(x.mean())
+    assert lo == pytest.approx(x.mean() - 1.96 * se, abs=0.3 * se)
+    assert hi == pytest.approx(x.mean() + 1.96 * se, abs=0.3 * se)
+    m2, lo2, hi2 = evaluate.bootstrap_ci(np.c_[x, 2 * x], n_boot=500)
+    assert m2.shape == lo2.shape == (2,) and (lo2 < m2).all() and (m2 < hi2).all()
+
+
+def test_tables(toy):
+    q, ql, g, gl = toy
+    a = evaluate.evaluate_embeddings(q, ql, g, gl, k=5, name="a")
+    rng = np.random.default_rng(3)
+    b = evaluate.evaluate_embeddings(_normed(rng, 40, 16), ql, g, gl, k=5, name="random")
+    pc = a.per_class()
+    assert set(pc.columns) >= {"mAP@5", "nDCG@5", "queries"} and pc["queries"].sum() == 40
+    pq = a.per_query
+    for cls, row in pc.iterrows():
+        assert row["mAP@5"] == pytest.approx(pq.loc[pq.class_name == cls, "ap@5"].mean())
+    worst = a.failures(4)
+    assert len(worst) == 4 and (worst["ap@5"].to_numpy() <= a.per_query["ap@5"].min() + 1e-12).any()
+    assert worst["ap@5"].is_monotonic_increasing and len(worst["result_ids"].iloc[0]) == 5
+    table = evaluate.compare([a, b], n_boot=100)
+    assert list(table.index) == ["a", "random"]
+    assert table.loc["a", ("mAP@5", "mean")] > table.loc["random", ("mAP@5", "mean")]
+    assert (table.xs("low", axis=1, level=1) <= table.xs("mean", axis=1, level=1) + 1e-12).all().all()
+    assert isinstance(evaluate.format_table(table), pd.DataFrame)
+    d = evaluate.paired_difference(b, a, "ap", n_boot=200)
+    assert d["difference"] == pytest.approx(a.per_query["ap@5"].mean() - b.per_query["ap@5"].mean())
+    assert d["low"] <= d["difference"] <= d["high"]
+    conf = a.confusion()
+    np.testing.assert_allclose(conf.sum(axis=1)[conf.sum(axis=1) > 0], 1.0)
+
+
+def test_user_errors():
+    rng = np.random.default_rng(0)
+    g = _normed(rng, 5, 4)
+    with pytest.raises(ValueError, match="dimension"):
+        evaluate.exact_topk(_normed(rng, 2, 3), g, 2)
+    with pytest.raises(ValueError, match="larger than"):
+        evaluate.exact_topk(g, g, 6)
+    with pytest.raises(ValueError, match="one label per embedding"):
+        evaluate.evaluate_embeddings(g, [0, 1], g, np.zeros(5, int), k=2)
+    with pytest.raises(ValueError, match="floating"):
+        evaluate.exact_topk(np.ones((2, 4), dtype=np.int64), g, 2)
+
+
+class _FakeEncoder:
+    metadata = {"name": "fake"}
+
+    def embed(self, images, batch_size=256):
+        x = np.asarray(images, dtype=np.float32).reshape(len(images), -1)
+        x = x - x.mean(1, keepdims=True)
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def test_evaluate_encoder_on_real_images():
+    from vs_lib import data
+
+    ds = data.load_fashion_mnist()
+    proto = evaluate.default_protocol(ds, n_queries=200, n_gallery=3000, seed=0)
+    assert (proto.query_ids >= 60000).all() and (proto.gallery_ids < 60000).all()
+    evs = evaluate.evaluate_systems(proto, {"pixels": _FakeEncoder()}, k=10)
+    s = evs["pixels"].summary(n_boot=100)
+    # raw pixels already retrieve the same class most of the time on Fashion-MNIST
+    assert 0.6 < s.loc["P@10", "mean"] < 0.95
+    assert "embed" in evs["pixels"].seconds
