@@ -1,0 +1,222 @@
+// The visual search page: plain JavaScript, no framework, nothing loaded from the internet.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const canvas = $("canvas");
+const ctx = canvas.getContext("2d");
+const state = {
+  query: null,      // {kind: "id", id} or {kind: "file", file}
+  img: null,        // HTMLImageElement of the query, natural size = original pixels
+  fit: null,        // {x, y, w, h, scale}: where the image sits on the canvas
+  crop: null,       // [x0, y0, x1, y1] in original pixels, or null
+  drag: null,       // canvas coordinates of the drag start
+  highlight: null,  // image id to highlight in the results (a fresh upload)
+};
+
+function userId() {
+  const v = $("user").value.trim();
+  return v === "" ? null : v;
+}
+
+function showError(msg) { $("error").textContent = msg || ""; }
+
+async function apiError(resp) {
+  try {
+    const body = await resp.json();
+    const d = body.detail;
+    return `${resp.status}: ${typeof d === "string" ? d : JSON.stringify(d)}`;
+  } catch (e) {
+    return `${resp.status} ${resp.statusText}`;
+  }
+}
+
+async function loadHealth() {
+  try {
+    const r = await fetch("/health");
+    const h = await r.json();
+    $("health").textContent = `${h.images_indexed.toLocaleString()} images indexed · model ${h.model} · index ${h.index_kind}`;
+  } catch (e) { $("health").textContent = "service unreachable"; }
+}
+
+async function loadStrip() {
+  const params = new URLSearchParams({ n: "16" });
+  if (userId() !== null) params.set("user_id", userId());
+  const r = await fetch(`/corpus/random?${params}`);
+  if (!r.ok) { showError(await apiError(r)); return; }
+  const { image_ids } = await r.json();
+  const strip = $("strip");
+  strip.innerHTML = "";
+  for (const id of image_ids) {
+    const im = document.createElement("img");
+    im.src = thumbUrl(id, 56);
+    im.alt = `image ${id}`;
+    im.title = `image ${id}`;
+    im.dataset.id = id;
+    im.addEventListener("click", () => {
+      for (const o of strip.children) o.classList.remove("selected");
+      im.classList.add("selected");
+      setQuery({ kind: "id", id }, `/images/${id}` + (userId() !== null ? `?user_id=${userId()}` : ""));
+    });
+    strip.appendChild(im);
+  }
+}
+
+function thumbUrl(id, size) {
+  const u = userId();
+  return `/images/${id}?size=${size}` + (u !== null ? `&user_id=${u}` : "");
+}
+
+function setQuery(query, src) {
+  return new Promise((resolve) => {
+  const img = new Image();
+  img.onload = () => {
+    state.query = query;
+    state.img = img;
+    state.crop = null;
+    const scale = Math.min(canvas.width / img.naturalWidth, canvas.height / img.naturalHeight);
+    const w = img.naturalWidth * scale, h = img.naturalHeight * scale;
+    state.fit = { x: (canvas.width - w) / 2, y: (canvas.height - h) / 2, w, h, scale };
+    const what = query.kind === "id" ? `corpus image ${query.id}` : `your file ${query.file.name}`;
+    $("qinfo").textContent = `${what}, ${img.naturalWidth}×${img.naturalHeight} px`;
+    $("search").disabled = false;
+    draw();
+    resolve(true);
+  };
+  img.onerror = () => { showError("could not display this image in the browser"); resolve(false); };
+  img.src = src;
+  });
+}
+
+function draw() {
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  if (!state.img) return;
+  const f = state.fit;
+  ctx.imageSmoothingEnabled = f.scale < 1;
+  ctx.drawImage(state.img, f.x, f.y, f.w, f.h);
+  if (state.crop) {
+    const [x0, y0, x1, y1] = state.crop;
+    ctx.strokeStyle = "#ff3d00";
+    ctx.lineWidth = 2;
+    ctx.strokeRect(f.x + x0 * f.scale, f.y + y0 * f.scale, (x1 - x0) * f.scale, (y1 - y0) * f.scale);
+  }
+  $("croptext").textContent = state.crop ? state.crop.join(",") : "none";
+}
+
+// canvas position → original pixel coordinates, clamped to the image
+function toPixels(cx, cy) {
+  const f = state.fit;
+  const px = Math.round((cx - f.x) / f.scale), py = Math.round((cy - f.y) / f.scale);
+  return [Math.max(0, Math.min(state.img.naturalWidth, px)), Math.max(0, Math.min(state.img.naturalHeight, py))];
+}
+
+function canvasXY(ev) {
+  const r = canvas.getBoundingClientRect();
+  return [(ev.clientX - r.left) * canvas.width / r.width, (ev.clientY - r.top) * canvas.height / r.height];
+}
+
+canvas.addEventListener("mousedown", (ev) => {
+  if (!state.img) return;
+  state.drag = toPixels(...canvasXY(ev));
+});
+canvas.addEventListener("mousemove", (ev) => {
+  if (!state.drag) return;
+  const [x, y] = toPixels(...canvasXY(ev));
+  const [sx, sy] = state.drag;
+  state.crop = [Math.min(sx, x), Math.min(sy, y), Math.max(sx, x), Math.max(sy, y)];
+  draw();
+});
+window.addEventListener("mouseup", () => {
+  if (!state.drag) return;
+  state.drag = null;
+  if (state.crop && (state.crop[2] - state.crop[0] < 2 || state.crop[3] - state.crop[1] < 2)) state.crop = null;
+  draw();
+});
+$("clearcrop").addEventListener("click", () => { state.crop = null; draw(); });
+
+async function runSearch() {
+  if (!state.query) return;
+  showError("");
+  const form = new FormData();
+  if (state.query.kind === "id") form.append("image_id", state.query.id);
+  else form.append("image", state.query.file);
+  if (state.crop) form.append("crop", state.crop.join(","));
+  form.append("k", $("k").value || "10");
+  if (userId() !== null) form.append("user_id", userId());
+  $("search").disabled = true;
+  try {
+    const r = await fetch("/search", { method: "POST", body: form });
+    if (!r.ok) { showError(await apiError(r)); return; }
+    const body = await r.json();
+    renderResults(body);
+  } catch (e) {
+    showError(`request failed: ${e}`);
+  } finally {
+    $("search").disabled = false;
+  }
+}
+$("search").addEventListener("click", runSearch);
+
+function renderResults(body) {
+  const grid = $("grid");
+  grid.innerHTML = "";
+  for (const r of body.results) {
+    const cell = document.createElement("div");
+    cell.className = "cell";
+    cell.dataset.id = r.image_id;
+    if (state.highlight !== null && r.image_id === state.highlight) cell.classList.add("new");
+    const im = document.createElement("img");
+    im.src = r.thumbnail_url;
+    im.alt = `image ${r.image_id}`;
+    cell.appendChild(im);
+    const cap = document.createElement("div");
+    cap.innerHTML = `#${r.rank} · <span class="score">${r.score.toFixed(3)}</span><br>id ${r.image_id}`;
+    cell.appendChild(cap);
+    const tags = document.createElement("div");
+    tags.className = "tags";
+    tags.textContent = r.tags || "";
+    tags.title = r.tags || "";
+    cell.appendChild(tags);
+    grid.appendChild(cell);
+  }
+  const t = body.timings_ms;
+  $("timings").textContent = Object.entries(t).map(([k, v]) => `${k} ${v.toFixed(1)} ms`).join(" · ");
+  if (state.highlight !== null) {
+    const hit = body.results.find((r) => r.image_id === state.highlight);
+    $("uploadmsg").textContent += hit ? ` — found at rank ${hit.rank} (score ${hit.score.toFixed(3)})` : " — not in the top k";
+    state.highlight = null;
+  }
+}
+
+$("queryfile").addEventListener("change", () => {
+  const file = $("queryfile").files[0];
+  if (!file) return;
+  setQuery({ kind: "file", file }, URL.createObjectURL(file));
+});
+
+$("uploadbtn").addEventListener("click", async () => {
+  const file = $("uploadfile").files[0];
+  $("uploadmsg").textContent = "";
+  showError("");
+  if (!file) { showError("choose a file to upload first"); return; }
+  if (userId() === null) { showError("an upload needs a user_id (its owner)"); return; }
+  const form = new FormData();
+  form.append("image", file);
+  form.append("user_id", userId());
+  form.append("tags", $("tags").value);
+  form.append("is_private", $("private").checked ? "true" : "false");
+  const r = await fetch("/images", { method: "POST", body: form });
+  if (!r.ok) { showError(await apiError(r)); return; }
+  const body = await r.json();
+  $("uploadmsg").textContent = `uploaded as image ${body.image_id} in ${body.timings_ms.total.toFixed(1)} ms`;
+  state.highlight = body.image_id;
+  // search with the uploaded file itself: the new image should come first
+  await setQuery({ kind: "file", file }, URL.createObjectURL(file));
+  await runSearch();
+  loadHealth();
+});
+
+$("shuffle").addEventListener("click", loadStrip);
+$("user").addEventListener("change", loadStrip);
+loadHealth();
+loadStrip();
