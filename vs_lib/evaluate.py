@@ -287,7 +287,7 @@ def evaluate_encoder(encoder, query_images, query_labels, gallery_images, galler
     q = encoder.embed(query_images, batch_size=batch_size)
     t1 = time.perf_counter()
     if name is None:
-        name = getattr(encoder, "metadata", {}).get("name", type(encoder).__name__)
+        name = getattr(encoder, "name", None) or getattr(encoder, "metadata", {}).get("name", type(encoder).__name__)
     ev = evaluate_embeddings(q, query_labels, g, gallery_labels, name=name, **kwargs)
     ev.seconds["embed"] = t1 - t0
     return ev
