@@ -1,8 +1,11 @@
 """Shared fixtures.
 
 ``run_notebook(name)`` executes ``notebooks/<name>.ipynb`` once per test session with
-papermill in the smoke profile (figures and results into a temporary folder, the
-executed copy under ``reports/smoke/``) and returns the notebook's ``results.json``.
+papermill in the smoke profile and returns the notebook's ``results.json``. The notebooks
+run in a sandbox: a temporary data folder holding a copy of the platform database (so
+simulated clicks and uploads never touch the user's own), figures in a temporary folder,
+trained smoke models shared with the real models folder, and the executed copy under
+``reports/smoke/``.
 """
 from __future__ import annotations
 
@@ -23,7 +26,30 @@ def smoke_figures_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def run_notebook(smoke_figures_dir):
+def notebook_env(tmp_path_factory, smoke_figures_dir) -> dict[str, str]:
+    """Environment for smoke runs: sandboxed data dir with a copy of the database."""
+    from vs_lib import data
+
+    sandbox = tmp_path_factory.mktemp("nbdata")
+    db = config.db_path()
+    if db.exists():
+        src = data.connect(db, readonly=True)
+        dst = __import__("sqlite3").connect(sandbox / "visual_search.db")
+        src.backup(dst)  # consistent copy even if another process writes
+        src.close(), dst.close()
+    else:
+        data.build_database(sandbox / "visual_search.db")
+    return {
+        "VS_PROFILE": "smoke",
+        "VS_FIGURES_DIR": str(smoke_figures_dir),
+        "VS_DATA_DIR": str(sandbox),
+        "VS_DB": str(sandbox / "visual_search.db"),
+        "VS_MODELS_DIR": str(config.models_dir()),
+    }
+
+
+@pytest.fixture(scope="session")
+def run_notebook(smoke_figures_dir, notebook_env):
     cache: dict[str, dict] = {}
 
     def run(name: str) -> dict:
@@ -35,9 +61,8 @@ def run_notebook(smoke_figures_dir):
         assert src.exists(), f"missing notebook {src}"
         out_dir = config.reports_dir() / "smoke"
         out_dir.mkdir(parents=True, exist_ok=True)
-        env_before = {k: os.environ.get(k) for k in ("VS_PROFILE", "VS_FIGURES_DIR")}
-        os.environ["VS_PROFILE"] = "smoke"
-        os.environ["VS_FIGURES_DIR"] = str(smoke_figures_dir)
+        env_before = {k: os.environ.get(k) for k in notebook_env}
+        os.environ.update(notebook_env)
         try:
             pm.execute_notebook(
                 str(src),
