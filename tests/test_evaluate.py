@@ -153,3 +153,27 @@ def test_evaluate_encoder_on_real_images():
     # raw pixels already retrieve the same class most of the time on Fashion-MNIST
     assert 0.6 < s.loc["P@10", "mean"] < 0.95
     assert "embed" in evs["pixels"].seconds
+
+
+def test_cached_embed_reuses_and_keys_on_model_and_images(tmp_path, monkeypatch):
+    monkeypatch.setenv("VS_DATA_DIR", str(tmp_path))
+    calls = []
+
+    class Enc(_FakeEncoder):
+        fingerprint = "abc123"
+
+        def embed(self, images, batch_size=256, progress=False):
+            calls.append(len(images))
+            return super().embed(images)
+
+    imgs = np.random.default_rng(0).integers(0, 255, (20, 28, 28), dtype=np.uint8)
+    a = evaluate.cached_embed(Enc(), imgs)
+    b = evaluate.cached_embed(Enc(), imgs)
+    np.testing.assert_array_equal(a, b)
+    assert calls == [20]
+    evaluate.cached_embed(Enc(), imgs[:10])  # other images: another file
+    other = Enc()
+    other.fingerprint = "def456"
+    evaluate.cached_embed(other, imgs)  # other model: another file
+    assert calls == [20, 10, 20]
+    assert len(list((tmp_path / "embeddings").glob("*.npy"))) == 3

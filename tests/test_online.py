@@ -198,6 +198,10 @@ def test_log_interactions_writes_click_positives(tmp_path):
         assert conn.execute("SELECT COUNT(*) FROM interactions WHERE source = 'simulation:t'").fetchone()[0] == n
         with pytest.raises(online.SimulationError):
             online.log_interactions(log.assign(source="real"), conn)
+        # replace=True: a re-run swaps the rows of its source instead of piling up copies
+        assert online.log_interactions(log, conn, replace=True) == n
+        assert conn.execute("SELECT COUNT(*) FROM interactions WHERE source = 'simulation:t'").fetchone()[0] == n
+        assert conn.execute("SELECT COUNT(*) FROM interactions").fetchone()[0] == before[0] + n
     finally:
         conn.close()
 

@@ -280,17 +280,59 @@ def evaluate_embeddings(
 
 
 def evaluate_encoder(encoder, query_images, query_labels, gallery_images, gallery_labels, *,
-                     batch_size: int = 512, name: str | None = None, **kwargs) -> Evaluation:
-    """Embed queries and gallery with ``encoder.embed`` then :func:`evaluate_embeddings`."""
+                     batch_size: int = 512, name: str | None = None, cache: bool = False, **kwargs) -> Evaluation:
+    """Embed queries and gallery with ``encoder.embed`` then :func:`evaluate_embeddings`.
+
+    ``cache=True`` keeps the embeddings on disk (:func:`cached_embed`).
+    """
     t0 = time.perf_counter()
-    g = encoder.embed(gallery_images, batch_size=batch_size)
-    q = encoder.embed(query_images, batch_size=batch_size)
+    embed = (lambda x: cached_embed(encoder, x, batch_size)) if cache else (lambda x: encoder.embed(x, batch_size=batch_size))
+    g = embed(gallery_images)
+    q = embed(query_images)
     t1 = time.perf_counter()
     if name is None:
         name = getattr(encoder, "name", None) or getattr(encoder, "metadata", {}).get("name", type(encoder).__name__)
     ev = evaluate_embeddings(q, query_labels, g, gallery_labels, name=name, **kwargs)
     ev.seconds["embed"] = t1 - t0
     return ev
+
+
+def embeddings_cache_dir() -> Path:
+    """Where :func:`cached_embed` keeps embeddings (``data/embeddings``)."""
+    return config.data_dir() / "embeddings"
+
+
+def cached_embed(encoder, images: np.ndarray, batch_size: int = 512, progress: bool = False) -> np.ndarray:
+    """``encoder.embed(images)``, kept on disk under the encoder's fingerprint and the images' hash.
+
+    Notebooks 05, 06 and 07 embed the same corpus with the same encoders; the first pays,
+    the others read a ``.npy``.  A changed model or image set changes the key, so a stale
+    file is never read.  Written atomically.
+    """
+    import hashlib
+
+    arr = np.ascontiguousarray(images)
+    h = hashlib.sha256(arr.tobytes())
+    h.update(str((arr.shape, arr.dtype.str)).encode())
+    fingerprint = getattr(encoder, "fingerprint", None)
+    if not fingerprint:
+        return encoder.embed(arr, batch_size=batch_size)
+    path = embeddings_cache_dir() / f"{fingerprint}-{h.hexdigest()[:16]}.npy"
+    if path.exists():
+        try:
+            out = np.load(path)
+            if out.shape[0] == len(arr):
+                return out
+        except (OSError, ValueError):
+            pass  # unreadable: recompute and overwrite
+    try:
+        out = encoder.embed(arr, batch_size=batch_size, progress=progress)
+    except TypeError:  # an encoder without a progress option
+        out = encoder.embed(arr, batch_size=batch_size)
+    with config.atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, out)
+    return out
 
 
 # ----------------------------------------------------------------------------------------
@@ -391,14 +433,14 @@ def saved_models(models_dir: str | Path | None = None) -> dict[str, Path]:
 
 
 def evaluate_systems(protocol: Protocol, encoders: Mapping[str, object], k: int = 10,
-                     progress: bool = False) -> dict[str, Evaluation]:
+                     progress: bool = False, cache: bool = False) -> dict[str, Evaluation]:
     """:func:`evaluate_encoder` for each named encoder on one protocol."""
     out = {}
     for name, enc in encoders.items():
         out[name] = evaluate_encoder(enc, protocol.query_images, protocol.query_labels, protocol.gallery_images,
                                      protocol.gallery_labels, name=name, k=k, query_ids=protocol.query_ids,
                                      gallery_ids=protocol.gallery_ids, class_names=protocol.class_names,
-                                     progress=progress)
+                                     progress=progress, cache=cache)
     return out
 
 

@@ -316,12 +316,13 @@ def simulate(
     return log.reset_index(drop=True)
 
 
-def log_interactions(log: pd.DataFrame, conn: sqlite3.Connection | None = None) -> int:
+def log_interactions(log: pd.DataFrame, conn: sqlite3.Connection | None = None, replace: bool = False) -> int:
     """Append a simulated log to the ``interactions`` table (one transaction); returns rows written.
 
     Session ids are shifted past the largest one already stored, so sessions stay
-    distinct across runs.  Unknown user or image ids violate the foreign keys and roll
-    the whole log back.
+    distinct across runs.  ``replace=True`` first deletes the rows of the same
+    ``source`` values (so re-running a notebook does not pile up copies).  Unknown user or
+    image ids violate the foreign keys and roll the whole log back, deletions included.
     """
     from . import data
 
@@ -341,6 +342,9 @@ def log_interactions(log: pd.DataFrame, conn: sqlite3.Connection | None = None) 
             for r in rows.itertuples(index=False, name=None)
         ]
         with conn:
+            if replace:
+                sources = sorted(set(map(str, log["source"])))
+                conn.execute(f"DELETE FROM interactions WHERE source IN ({', '.join('?' * len(sources))})", sources)
             conn.executemany(
                 f"INSERT INTO interactions ({', '.join(LOG_COLUMNS)}) VALUES ({', '.join('?' * len(LOG_COLUMNS))})",
                 records,
