@@ -1,0 +1,391 @@
+"""Feature engineering: from any image to the tensor the model reads.
+
+The steps of SPEC.md, in order, each a ``torchvision.transforms.v2`` transform so they
+compose and run on whole batches:
+
+1. consistent colour mode: every PIL mode (``1, L, P, RGB, RGBA, LA, CMYK, I;16, I, F``)
+   converted to the model's mode (:func:`to_mode`; transparency composited on white,
+   16/32-bit and float rescaled to 0..255);
+2. grayscale (the model's mode for Fashion-MNIST is ``L``, one channel);
+3. resize to the model's fixed size (``28 x 28``);
+4. scale pixels to ``[0, 1]``;
+5. z-score: subtract the mean and divide by the standard deviation *of the training images*
+   (:func:`fit_normalisation`).
+
+:class:`Preprocess` bundles these with their statistics and turns uint8 arrays
+``(n, H, W)`` / ``(n, H, W, C)`` or lists of PIL images into a float32 tensor
+``(n, C, H, W)``.  It is saved inside every encoder file, so a model always sees the same
+preprocessing it was trained with.
+
+Augmentations for self-supervised views (:class:`BatchAugment`) are applied to whole
+batches of preprocessed tensors at once (one affine warp per image via ``affine_grid``),
+which is what lets a small CNN train at thousands of images per second on two cores.
+
+Helpers for the notebook: :func:`show_matrix` draws an image as the matrix of its values,
+:func:`show_histogram` the distribution of its values.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.transforms import v2
+
+PIL_MODES = ("1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "I;16", "I", "F")
+
+
+class ImageInputError(ValueError):
+    """An input that cannot be read as an image or a batch of images."""
+
+
+# --------------------------------------------------------------------------- colour mode
+def to_mode(image: Image.Image, mode: str = "L") -> Image.Image:
+    """Convert a PIL image of any mode to ``mode`` (``"L"`` or ``"RGB"``).
+
+    - transparency (``RGBA``, ``LA``, ``P`` with a transparent colour) is composited on
+      white, as a product photo's background would be;
+    - 16-bit / 32-bit integer (``I;16``, ``I``) and float (``F``) images are rescaled
+      linearly from their own min..max to 0..255 (PIL's own conversion would clip);
+    - ``CMYK``, ``P``, ``1`` go through PIL's conversion.
+    """
+    if mode not in ("L", "RGB"):
+        raise ValueError(f"target mode must be 'L' or 'RGB', got {mode!r}")
+    if not isinstance(image, Image.Image):
+        raise ImageInputError(f"expected a PIL.Image, got {type(image).__name__}")
+    m = image.mode
+    if m in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(image, dtype=np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        scaled = np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo) * 255.0
+        image = Image.fromarray(np.round(scaled).astype(np.uint8))
+        m = "L"
+    if m == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        m = image.mode
+    if m in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba).convert("RGB")
+        m = "RGB"
+    if m != mode:
+        image = image.convert(mode)
+    return image
+
+
+def to_uint8_batch(images: Any, mode: str = "L") -> list[np.ndarray] | np.ndarray:
+    """Any accepted input → uint8 ``(n, H, W, C)`` array (or a list of them when sizes differ).
+
+    Accepts a uint8 array ``(n, H, W)`` / ``(n, H, W, C)`` with C in {1, 3, 4}, or a list /
+    tuple of PIL images (any mode, any size) or of uint8 arrays ``(H, W)`` / ``(H, W, C)``.
+    """
+    channels = 1 if mode == "L" else 3
+    if isinstance(images, Image.Image):
+        raise ImageInputError("expected a batch: wrap a single image in a list, e.g. embed([image])")
+    if isinstance(images, np.ndarray):
+        if images.dtype != np.uint8:
+            raise ImageInputError(f"expected a uint8 array, got dtype {images.dtype}")
+        if images.ndim == 3:
+            images = images[..., None]
+        if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+            raise ImageInputError(f"expected shape (n, H, W) or (n, H, W, C) with C in 1/3/4, got {images.shape}")
+        return _channels_to(images, channels)
+    if isinstance(images, (list, tuple)):
+        out = []
+        for i, im in enumerate(images):
+            if isinstance(im, Image.Image):
+                a = np.asarray(to_mode(im, mode))
+            elif isinstance(im, np.ndarray):
+                if im.dtype != np.uint8 or im.ndim not in (2, 3):
+                    raise ImageInputError(f"item {i}: expected uint8 (H, W) or (H, W, C), got {im.dtype} {im.shape}")
+                a = im
+            else:
+                raise ImageInputError(f"item {i}: expected a PIL.Image or uint8 array, got {type(im).__name__}")
+            if a.ndim == 2:
+                a = a[..., None]
+            out.append(_channels_to(a[None], channels)[0])
+        if out and all(a.shape == out[0].shape for a in out):
+            return np.stack(out)
+        return out
+    raise ImageInputError(f"expected a uint8 array or a list of PIL images, got {type(images).__name__}")
+
+
+def _channels_to(a: np.ndarray, channels: int) -> np.ndarray:
+    """(n, H, W, C) uint8 → (n, H, W, channels): drop alpha (on white), gray ↔ RGB."""
+    c = a.shape[-1]
+    if c == 4:
+        alpha = a[..., 3:4].astype(np.float32) / 255.0
+        a = np.round(a[..., :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
+        c = 3
+    if c == channels:
+        return a
+    if channels == 1:  # ITU-R 601-2 luma, as PIL's convert("L")
+        g = a[..., 0] * 0.299 + a[..., 1] * 0.587 + a[..., 2] * 0.114
+        return np.round(g).clip(0, 255).astype(np.uint8)[..., None]
+    return np.repeat(a, 3, axis=-1)
+
+
+# --------------------------------------------------------------------------- statistics
+def fit_normalisation(images: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of pixel values in [0, 1] over training images (uint8)."""
+    x = np.asarray(images, dtype=np.float64) / 255.0
+    return float(x.mean()), float(x.std())
+
+
+# --------------------------------------------------------------------------- the pipeline
+@dataclass
+class Preprocess:
+    """The model's preprocessing, with its statistics (saved inside each encoder).
+
+    ``size``: (H, W) the model reads; ``mode``: ``"L"`` or ``"RGB"``; ``mean``/``std``:
+    z-score statistics (per channel, in [0, 1] units) from the training images.
+    """
+
+    size: tuple[int, int] = (28, 28)
+    mode: str = "L"
+    mean: tuple[float, ...] = (0.2860,)
+    std: tuple[float, ...] = (0.3530,)
+    antialias: bool = True
+    _compose: Any = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.size = tuple(int(s) for s in self.size)
+        self.mean = tuple(float(m) for m in np.atleast_1d(self.mean))
+        self.std = tuple(float(s) for s in np.atleast_1d(self.std))
+        channels = 1 if self.mode == "L" else 3
+        if len(self.mean) == 1 and channels == 3:
+            self.mean, self.std = self.mean * 3, self.std * 3
+        if self.mode not in ("L", "RGB") or len(self.mean) != channels or len(self.std) != channels:
+            raise ValueError(f"Preprocess: mode must be L or RGB with one mean/std per channel, got {self.mode} {self.mean} {self.std}")
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.mode == "L" else 3
+
+    def steps(self) -> dict[str, v2.Transform]:
+        """The tensor steps by name, in order (input: uint8 tensor (n, C, H, W))."""
+        return {
+            "resize": v2.Resize(self.size, antialias=self.antialias),
+            "scale": v2.ToDtype(torch.float32, scale=True),
+            "zscore": v2.Normalize(self.mean, self.std),
+        }
+
+    @property
+    def transform(self) -> v2.Compose:
+        if self._compose is None:
+            self._compose = v2.Compose(list(self.steps().values()))
+        return self._compose
+
+    def __call__(self, images: Any) -> torch.Tensor:
+        """Images → float32 tensor ``(n, C, H, W)``, z-scored."""
+        batch = to_uint8_batch(images, self.mode)
+        if isinstance(batch, list):  # mixed sizes: resize one by one
+            if not batch:
+                return torch.zeros((0, self.channels, *self.size))
+            return torch.cat([self(b[None]) for b in batch])
+        t = torch.from_numpy(np.array(batch, copy=True)).permute(0, 3, 1, 2)
+        if tuple(t.shape[-2:]) == self.size:  # skip the no-op resize (speed)
+            t = t.float().div_(255.0)
+            return v2.functional.normalize(t, list(self.mean), list(self.std))
+        return self.transform(t)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("_compose")
+        d["size"], d["mean"], d["std"] = list(self.size), list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Preprocess":
+        return cls(size=tuple(d["size"]), mode=d["mode"], mean=tuple(d["mean"]), std=tuple(d["std"]),
+                   antialias=d.get("antialias", True))
+
+    def invert(self, x: torch.Tensor) -> np.ndarray:
+        """Undo the z-score: tensor (n, C, H, W) → uint8 (n, H, W) or (n, H, W, 3) for display."""
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        a = ((x.detach().cpu() * std + mean).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+        return a[..., 0] if a.shape[-1] == 1 else a
+
+
+# --------------------------------------------------------------------------- augmentation
+@dataclass
+class BatchAugment:
+    """Random views of a batch of preprocessed images ``(n, C, H, W)``, all on tensors.
+
+    One affine warp per image (random resized crop of ``crop_scale`` of the area with
+    aspect ratio in ``ratio``, horizontal flip with probability ``flip``, rotation up to
+    ``rotate`` degrees, translation up to ``translate`` of the side), then brightness /
+    contrast jitter (multiplicative/additive in z-score units), then random erasing of
+    one rectangle (probability ``erase``, area ``erase_scale``).  Setting a field to
+    0 / (1, 1) switches that augmentation off (used in the notebook to show each alone).
+
+    Out-of-image areas are filled with the background value ``fill`` (in z-score units,
+    i.e. the value of a black pixel for Fashion-MNIST's black background).
+    """
+
+    crop_scale: tuple[float, float] = (0.35, 1.0)
+    ratio: tuple[float, float] = (0.75, 1.333)
+    flip: float = 0.5
+    rotate: float = 10.0
+    translate: float = 0.0
+    brightness: float = 0.3
+    contrast: float = 0.3
+    erase: float = 0.3
+    erase_scale: tuple[float, float] = (0.02, 0.15)
+    fill: float = 0.0
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        n = x.shape[0]
+        if n == 0:
+            return x
+        g = generator
+
+        def rand(*shape):
+            return torch.rand(*shape, generator=g)
+
+        # --- affine: crop (scale + aspect), flip, rotation, translation
+        lo, hi = self.crop_scale
+        area = lo + (hi - lo) * rand(n)
+        log_r = math.log(self.ratio[0]) + (math.log(self.ratio[1]) - math.log(self.ratio[0])) * rand(n)
+        r = torch.exp(log_r)
+        sx = torch.sqrt(area * r).clamp(max=1.0)  # crop width as a fraction of the image
+        sy = torch.sqrt(area / r).clamp(max=1.0)
+        cx = (1 - sx) * (2 * rand(n) - 1)  # crop centre, keeps the crop inside the image
+        cy = (1 - sy) * (2 * rand(n) - 1)
+        if self.translate:
+            cx = cx + self.translate * 2 * (2 * rand(n) - 1)
+            cy = cy + self.translate * 2 * (2 * rand(n) - 1)
+        angle = torch.deg2rad(self.rotate * (2 * rand(n) - 1))
+        flip = torch.where(rand(n) < self.flip, -1.0, 1.0)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0] = cos * sx * flip
+        theta[:, 0, 1] = -sin * sy
+        theta[:, 1, 0] = sin * sx * flip
+        theta[:, 1, 1] = cos * sy
+        theta[:, 0, 2] = cx
+        theta[:, 1, 2] = cy
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        out = F.grid_sample(x - self.fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + self.fill
+
+        # --- brightness / contrast
+        if self.contrast:
+            c = 1 + self.contrast * (2 * rand(n, 1, 1, 1) - 1)
+            mean = out.mean(dim=(1, 2, 3), keepdim=True)
+            out = (out - mean) * c + mean
+        if self.brightness:
+            out = out + self.brightness * (2 * rand(n, 1, 1, 1) - 1)
+
+        # --- random erasing: one rectangle per selected image, filled with background
+        if self.erase:
+            H, W = x.shape[-2:]
+            a = self.erase_scale[0] + (self.erase_scale[1] - self.erase_scale[0]) * rand(n)
+            asp = torch.exp(math.log(0.3) + (math.log(3.3) - math.log(0.3)) * rand(n))
+            eh = (torch.sqrt(a * asp) * H).clamp(1, H)
+            ew = (torch.sqrt(a / asp) * W).clamp(1, W)
+            y0 = rand(n) * (H - eh)
+            x0 = rand(n) * (W - ew)
+            ys = torch.arange(H).view(1, H, 1)
+            xs = torch.arange(W).view(1, 1, W)
+            box = ((ys >= y0.view(-1, 1, 1)) & (ys < (y0 + eh).view(-1, 1, 1))
+                   & (xs >= x0.view(-1, 1, 1)) & (xs < (x0 + ew).view(-1, 1, 1)))
+            box = box & (rand(n) < self.erase).view(-1, 1, 1)
+            out = torch.where(box[:, None], torch.full_like(out, self.fill), out)
+        return out
+
+    def only(self, name: str) -> "BatchAugment":
+        """A copy with every augmentation off except ``name`` (for showing each alone)."""
+        off = dict(crop_scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=0.0, rotate=0.0, translate=0.0,
+                   brightness=0.0, contrast=0.0, erase=0.0)
+        keep = {
+            "crop": ("crop_scale", "ratio"), "flip": ("flip",), "rotate": ("rotate",),
+            "translate": ("translate",), "brightness": ("brightness",), "contrast": ("contrast",),
+            "erase": ("erase", "erase_scale"),
+        }
+        if name not in keep:
+            raise ValueError(f"unknown augmentation {name!r}; expected one of {sorted(keep)}")
+        params = {**asdict(self), **off}
+        for k in keep[name]:
+            params[k] = getattr(self, k)
+        if name == "flip":
+            params["flip"] = 1.0
+        if name == "erase":
+            params["erase"] = 1.0
+        return BatchAugment(**params)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+AUGMENTATIONS = ("crop", "flip", "rotate", "translate", "brightness", "contrast", "erase")
+
+
+# --------------------------------------------------------------------------- pictures
+def show_matrix(image: np.ndarray, ax=None, fmt: str | None = None, fontsize: float | None = None,
+                cmap: str = "gray", title: str | None = None):
+    """Draw a 2-D image as the matrix of its values: every pixel a cell with its number.
+
+    ``image``: (H, W) array (uint8 or float).  Best for small crops (≤ 28 x 28).  Text
+    colour flips with the background so every number stays readable.
+    """
+    import matplotlib.pyplot as plt
+
+    a = np.asarray(image)
+    if a.ndim != 2:
+        raise ValueError(f"show_matrix expects a 2-D (H, W) array, got shape {a.shape}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.32 * a.shape[1] + 1, 0.32 * a.shape[0] + 1))
+    if fmt is None:
+        fmt = "{:.0f}" if np.issubdtype(a.dtype, np.integer) else "{:.1f}"
+    if fontsize is None:
+        fontsize = max(3.0, min(9.0, 160.0 / max(a.shape)))
+    vmin, vmax = float(a.min()), float(a.max())
+    ax.imshow(a, cmap=cmap, vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1)
+    mid = (vmin + vmax) / 2
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            ax.text(j, i, fmt.format(a[i, j]), ha="center", va="center", fontsize=fontsize,
+                    color="black" if a[i, j] > mid else "white")
+    ax.set_xticks([]), ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def show_histogram(values: np.ndarray, ax=None, bins: int = 50, title: str | None = None, color: str = "C0"):
+    """Histogram of an image's (or a batch's) values, with mean and std in the title."""
+    import matplotlib.pyplot as plt
+
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.2, 2.2))
+    ax.hist(v, bins=bins, color=color)
+    stats = f"mean {v.mean():.2f}, std {v.std():.2f}, [{v.min():.2f}, {v.max():.2f}]"
+    ax.set_title(f"{title}\n{stats}" if title else stats, fontsize=8)
+    ax.tick_params(labelsize=7)
+    return ax
+
+
+def mode_examples(image: Image.Image) -> dict[str, Image.Image]:
+    """The same RGB image in every PIL mode of :data:`PIL_MODES` (for tests and the notebook)."""
+    rgb = image.convert("RGB")
+    gray = np.asarray(rgb.convert("L"))
+    rgba = rgb.copy()
+    rgba.putalpha(Image.fromarray(np.tile(np.linspace(64, 255, rgb.size[0]).astype(np.uint8), (rgb.size[1], 1))))
+    return {
+        "1": rgb.convert("1"),
+        "L": rgb.convert("L"),
+        "P": rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=64),
+        "RGB": rgb,
+        "RGBA": rgba,
+        "LA": rgba.convert("LA"),
+        "CMYK": rgb.convert("CMYK"),
+        "I;16": Image.fromarray(gray.astype(np.uint16) * 257),
+        "I": Image.fromarray(gray.astype(np.int32) * 1000),
+        "F": Image.fromarray(gray.astype(np.float32) / 255.0),
+    }
