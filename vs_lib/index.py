@@ -726,16 +726,16 @@ def _image_batches(conn, ids: np.ndarray, batch: int) -> Iterable[tuple[np.ndarr
     ``data.load_image``."""
     from . import data
 
-    fm = None
+    corpus_images = None  # FashionMNIST.images concatenates on every access: take it once
     for s in range(0, len(ids), batch):
         chunk = ids[s : s + batch]
         corpus = chunk < 70_000
         images: list = [None] * len(chunk)
         if corpus.any():
-            if fm is None:
-                fm = data.load_fashion_mnist()
+            if corpus_images is None:
+                corpus_images = data.load_fashion_mnist().images
             for j in np.flatnonzero(corpus):
-                images[j] = fm.images[chunk[j]]
+                images[j] = corpus_images[chunk[j]]
         for j in np.flatnonzero(~corpus):
             images[j] = data.load_image(conn, int(chunk[j]))
         yield chunk, images
@@ -745,7 +745,7 @@ def _embed(encoder, images: list, batch_size: int) -> np.ndarray:
     shapes = {np.shape(im) for im in images}
     if len(shapes) == 1:
         return np.asarray(encoder.embed(np.stack(images), batch_size=batch_size), np.float32)
-    return np.concatenate([np.asarray(encoder.embed(im[None], batch_size=1), np.float32) for im in images])
+    return np.asarray(encoder.embed(images, batch_size=batch_size), np.float32)  # mixed sizes: a list
 
 
 def sync_index(
