@@ -210,3 +210,19 @@ class RandomSystemLarge:
     def __call__(self, query_image_id, k, user_id):
         rng = np.random.default_rng(query_image_id)
         return [int(i) for i in rng.choice(np.arange(1000, 60000), k, replace=False)]
+
+
+def test_user_heterogeneity_keeps_the_mean_and_correlates_a_users_clicks():
+    rng = np.random.default_rng(0)
+    m = online.ClickModel(user_sigma=0.6).user_multipliers(200_000, rng)
+    assert m.mean() == pytest.approx(1.0, abs=0.01) and m.std() > 0.5
+    assert (online.ClickModel().user_multipliers(5, rng) == 1).all()
+    users = np.arange(1, 401)
+    kw = dict(k=10, n_days=10, seed=2)
+    flat = online.simulate(OracleSystem(), LABELS, users, np.arange(N_IMAGES), click_model=online.ClickModel(), **kw)
+    het = online.simulate(OracleSystem(), LABELS, users, np.arange(N_IMAGES), click_model=online.ClickModel(user_sigma=0.8), **kw)
+    def user_ctr_spread(log):
+        per = log.groupby(["user_id", "type"]).size().unstack().fillna(0)
+        return (per["click"] / per["impression"]).std()
+    assert user_ctr_spread(het) > 1.5 * user_ctr_spread(flat)
+    assert online.summarize(het)["ctr"] == pytest.approx(online.summarize(flat)["ctr"], rel=0.15)

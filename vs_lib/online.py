@@ -66,7 +66,9 @@ class ClickModel:
     ``attract(g) = floor + (ceiling - floor) * (2**g - 1) / (2**5 - 1)``: grade 0 results
     are clicked by mistake (``floor``), grade 5 results most of the time they are seen.
     Dwell time after a click is log-normal with median ``dwell_base + dwell_per_grade * g``
-    seconds and spread ``dwell_sigma``.
+    seconds and spread ``dwell_sigma``.  ``user_sigma`` > 0 gives every user a personal
+    click propensity, a log-normal multiplier with mean 1 (some people click much more than
+    others): the within-user correlation that makes impressions not independent trials.
     """
 
     eta: float = 1.0
@@ -75,12 +77,13 @@ class ClickModel:
     dwell_base: float = 3.0
     dwell_per_grade: float = 6.0
     dwell_sigma: float = 0.6
+    user_sigma: float = 0.0
 
     def __post_init__(self):
         if not (0 <= self.floor <= self.ceiling <= 1):
             raise SimulationError(f"need 0 <= floor <= ceiling <= 1, got floor={self.floor}, ceiling={self.ceiling}")
-        if self.eta < 0 or self.dwell_sigma < 0 or self.dwell_base < 0 or self.dwell_per_grade < 0:
-            raise SimulationError("eta, dwell_base, dwell_per_grade and dwell_sigma must be >= 0")
+        if min(self.eta, self.dwell_sigma, self.dwell_base, self.dwell_per_grade, self.user_sigma) < 0:
+            raise SimulationError("eta, dwell_base, dwell_per_grade, dwell_sigma and user_sigma must be >= 0")
 
     def examine(self, positions) -> np.ndarray:
         """Examination probability of 1-based ``positions``."""
@@ -100,6 +103,12 @@ class ClickModel:
         if positions is None:
             positions = np.arange(1, g.shape[-1] + 1)
         return self.examine(positions) * self.attract(g)
+
+    def user_multipliers(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Personal click-propensity multipliers of ``n`` users (mean 1; all 1 when ``user_sigma`` = 0)."""
+        if self.user_sigma == 0:
+            return np.ones(n)
+        return np.exp(self.user_sigma * rng.normal(size=n) - self.user_sigma ** 2 / 2)
 
     def dwell_median(self, grades) -> np.ndarray:
         return self.dwell_base + self.dwell_per_grade * np.asarray(grades, dtype=np.float64)
@@ -236,6 +245,7 @@ def simulate(
         raise SimulationError("need n_days >= 1, sessions_per_user_day > 0 and k >= 1")
     rng = np.random.default_rng(seed)
     user_ids, lat, lon = _user_locations(users, rng)
+    user_mult = cm.user_multipliers(len(user_ids), np.random.default_rng([seed, 1]))
     t0 = default_start_time() if start_time is None else int(start_time)
 
     # the plan: sessions (user, day, query, time)
@@ -273,7 +283,7 @@ def simulate(
     # the user: examine, click, dwell
     valid = shown >= 0
     g = np.where(valid, table[labels[queries][:, None], labels[np.maximum(shown, 0)]], 0)
-    p_click = cm.click_probability(g) * valid
+    p_click = np.minimum(1.0, cm.click_probability(g) * user_mult[u_idx][:, None]) * valid
     clicked = rng.random((n, k)) < p_click
     dwell = np.exp(np.log(cm.dwell_median(g)) + cm.dwell_sigma * rng.normal(size=(n, k)))
 
