@@ -166,7 +166,7 @@ def test_reranker_rules_on_a_hand_made_list():
     meta = {1: (10, False, False, "a"), 2: (11, True, False, "b"), 3: (10, True, False, "c"),
             4: (12, False, True, "d"), 5: (12, False, False, "e"), 6: (13, False, False, "f"),
             7: (14, False, False, "g")}
-    vec = {1: [1, 0, 0], 2: [0, 1, 0], 3: [0, 0, 1], 4: [1, 0, 0], 5: [0.6, 0.8, 0], 6: [0.6, 0.8, 0.0005], 7: [0, 0.6, 0.8]}
+    vec = {9: [1, 1, 1], 1: [1, 0, 0], 2: [0, 1, 0], 3: [0, 0, 1], 4: [1, 0, 0], 5: [0.6, 0.8, 0], 6: [0.6, 0.8, 0.0005], 7: [0, 0.6, 0.8]}
     vectors = lambda ids: np.array([vec[i] for i in ids], dtype=np.float32) / np.linalg.norm([vec[i] for i in ids], axis=1, keepdims=True)
     ids = np.array([9, 1, 2, 3, 4, 5, 6, 7])
     scores = np.linspace(1, 0.3, len(ids))
@@ -178,6 +178,14 @@ def test_reranker_rules_on_a_hand_made_list():
     assert dropped == {"query": 1, "private": 1, "flagged": 1, "unknown": 0, "duplicate": 1}
     res, _ = rr.rerank(ids, scores, k=2, meta=meta, requester_id=None, vectors=vectors)
     assert [r.image_id for r in res] == [1, 5]  # anonymous: no private image at all; k respected
+    # a platform query: its copies go too (8 is a public copy of the query 1)
+    meta[8], vec[8] = (15, False, False, "h"), [1, 0, 0]
+    res, dropped = rr.rerank(np.array([1, 8, 5, 6, 7]), np.linspace(1, 0.5, 5), k=10, meta=meta, requester_id=12,
+                             query_image_id=1, vectors=vectors)
+    assert [r.image_id for r in res] == [5, 7]
+    assert dropped["query"] == 1 and dropped["duplicate"] == 2
+    res, _ = rr.rerank(np.array([8, 5, 6, 7]), np.linspace(1, 0.5, 4), k=10, meta=meta, requester_id=12, vectors=vectors)
+    assert [r.image_id for r in res] == [8, 5, 7]  # a file query keeps it (upload-then-find relies on this)
 
 
 def test_search_fills_k_despite_filters(service, platform):

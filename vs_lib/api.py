@@ -235,6 +235,8 @@ def cli_add_arguments(parser) -> None:
                         help=f"encoder name in data/models/ or a path to a .pt file "
                              f"(default: the first of {', '.join(DEFAULT_MODELS)} that exists)")
     parser.add_argument("--index-kind", default="flat", help="VectorIndex kind (flat, ivf, hnsw, ...; default flat)")
+    parser.add_argument("--index-path", type=Path, default=None,
+                        help="index directory (default data/index/<model>-<kind>); rebuilt if made by another encoder")
     parser.add_argument("--db", type=Path, default=None, help="platform database (default data/visual_search.db)")
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="torch intra-op threads per request (default 1: requests run in parallel instead)")
@@ -269,9 +271,16 @@ def cli_main(args) -> int:
         torch.set_num_threads(max(1, int(args.torch_threads)))
     except ImportError:  # pragma: no cover
         pass
+    try:  # one query at a time per request thread: OpenMP teams only add spinning under load
+        import faiss
+
+        faiss.omp_set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
     model_path = resolve_model(args.model)
     print(f"loading encoder {model_path}, bringing the {args.index_kind} index up to date ...", flush=True)
-    service = serving.SearchService.from_paths(model_path, index_kind=args.index_kind, db_path=args.db)
+    service = serving.SearchService.from_paths(model_path, index_kind=args.index_kind, db_path=args.db,
+                                               index_path=args.index_path)
     h = service.health()
     print(f"serving {h['images_indexed']:,} images with {h['model']} ({h['index_kind']}) on "
           f"http://{args.host}:{args.port}/  (docs: /docs)", flush=True)

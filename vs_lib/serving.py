@@ -296,17 +296,55 @@ class EmbeddingService:
         return emb
 
 
+class ReadWriteLock:
+    """Many readers or one writer: concurrent searches, exclusive additions and removals."""
+
+    def __init__(self):
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = False
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
 class NeighbourService:
     """The nearest-neighbour service: a ``VectorIndex`` behind a lock, optionally persisted.
 
-    FAISS indexes are not safe to modify while being searched, so searches, additions
-    and removals take turns (a search at N = 70k takes about a millisecond).
+    FAISS indexes answer concurrent searches safely but must not be modified while being
+    searched: searches share a read lock, additions, removals and saves take the write lock.
+    The tree kind builds its structure lazily on first search, so it is searched exclusively.
     """
 
     def __init__(self, index, index_path: str | os.PathLike | None = None):
         self.index = index
         self.index_path = Path(index_path) if index_path is not None else None
-        self.lock = threading.RLock()
+        self.rw = ReadWriteLock()
+        self._shared_search = getattr(index, "kind", None) != "tree"
 
     def __len__(self) -> int:
         return len(self.index)
@@ -314,7 +352,7 @@ class NeighbourService:
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` for one ``(d,)`` query → ``(scores, ids)`` without the -1 padding."""
         q = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(1, -1))
-        with self.lock:
+        with (self.rw.read() if self._shared_search else self.rw.write()):
             n = len(self.index)
             if n == 0:
                 return np.zeros(0, np.float32), np.zeros(0, np.int64)
@@ -324,22 +362,22 @@ class NeighbourService:
         return scores[keep], ids[keep]
 
     def add(self, embeddings: np.ndarray, ids: Sequence[int]) -> None:
-        with self.lock:
+        with self.rw.write():
             self.index.add(np.asarray(embeddings, dtype=np.float32), np.asarray(ids, dtype=np.int64))
 
     def remove(self, ids: Sequence[int]) -> None:
-        with self.lock:
+        with self.rw.write():
             self.index.remove(np.asarray(ids, dtype=np.int64))
 
     def contains(self, image_id: int) -> bool:
-        with self.lock:
+        with self.rw.read():
             return int(image_id) in set(np.asarray(self.index.ids()).tolist())
 
     def save(self) -> None:
         """Persist the index atomically (``VectorIndex.save`` writes temp file + rename)."""
         if self.index_path is None:
             return
-        with self.lock:
+        with self.rw.write():
             self.index.save(self.index_path)
 
 
@@ -395,7 +433,11 @@ class ReRanker:
         vectors: Callable[[Sequence[int]], np.ndarray] | None = None,
         hashes: Callable[[Sequence[int]], np.ndarray] | None = None,
     ) -> tuple[list[Result], dict[str, int]]:
-        """``meta[id] = (owner_id, is_private, is_flagged, tags)``. Returns kept results (≤ k) and drop counts."""
+        """``meta[id] = (owner_id, is_private, is_flagged, tags)``. Returns kept results (≤ k) and drop counts.
+
+        When the query is a platform image (``query_image_id``), copies of it are dropped
+        too: the requester already has that picture.
+        """
         dropped = {"query": 0, "private": 0, "flagged": 0, "unknown": 0, "duplicate": 0}
         passing: list[int] = []
         for pos, i in enumerate(np.asarray(ids).tolist()):
@@ -416,11 +458,15 @@ class ReRanker:
             passing.append(pos)
         ids = np.asarray(ids)
         cand = ids[passing]
-        vec = vectors(cand.tolist()) if (vectors is not None and self.dup_cosine is not None and len(cand)) else None
-        hsh = hashes(cand.tolist()) if (hashes is not None and self.dup_hamming is not None and len(cand)) else None
-        kept: list[int] = []  # positions into cand
-        for j in range(len(cand)):
-            if len(kept) >= k:
+        # row 0 is the query when it is a platform image, so its copies count as duplicates
+        head = [int(query_image_id)] if query_image_id is not None else []
+        look = head + cand.tolist()
+        vec = vectors(look) if (vectors is not None and self.dup_cosine is not None and len(cand)) else None
+        hsh = hashes(look) if (hashes is not None and self.dup_hamming is not None and len(cand)) else None
+        kept: list[int] = list(range(len(head)))  # rows of `look` kept so far
+        off = len(head)
+        for j in range(off, len(look)):
+            if len(kept) - off >= k:
                 break
             dup = False
             if kept:
@@ -433,8 +479,8 @@ class ReRanker:
                 continue
             kept.append(j)
         results = [
-            Result(int(cand[j]), float(np.asarray(scores)[passing[j]]), r + 1, str(meta[int(cand[j])][3] or ""))
-            for r, j in enumerate(kept)
+            Result(int(look[j]), float(np.asarray(scores)[passing[j - off]]), r + 1, str(meta[int(look[j])][3] or ""))
+            for r, j in enumerate(kept[off:])
         ]
         return results, dropped
 
@@ -542,6 +588,7 @@ class SearchService:
         else:
             self._corpus_pos = {}
         self._vector_source = self._find_vector_source(index)
+        self._prefill_vectors()
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -554,6 +601,7 @@ class SearchService:
         index_path: str | os.PathLike | None = None,
         store_dir: str | os.PathLike | None = None,
         use_fashion_mnist: bool = True,
+        progress: bool = True,
         **kwargs,
     ) -> "SearchService":
         """Load the encoder, bring the index up to date with the database (``index.sync_index``)."""
@@ -571,9 +619,14 @@ class SearchService:
         # the loader must know uploads before sync_index embeds them after a restart
         conn = data.connect(db_path)
         try:
-            vindex = index_mod.sync_index(encoder, conn, index_path, kind=index_kind)
+            try:
+                index_mod.sync_index(encoder, conn, index_path, kind=index_kind, progress=progress)
+            except index_mod.IndexMismatchError as e:  # the index is derived data: rebuild it for this encoder
+                print(f"{e}\nrebuilding the index at {index_path} for {encoder.fingerprint}", flush=True)
+                index_mod.sync_index(encoder, conn, index_path, kind=index_kind, rebuild=True, progress=progress)
         finally:
             conn.close()
+        vindex = index_mod.VectorIndex.load(index_path, expected_dim=encoder.dim, expected_fingerprint=encoder.fingerprint)
         cls.__init__(svc, encoder, vindex, db_path=db_path, index_path=index_path, store_dir=store_dir, corpus_images=corpus, **kwargs)
         return svc
 
@@ -667,7 +720,7 @@ class SearchService:
             raise ServingError(f"n must be between 1 and 200, got {n}")
         self.check_user(user_id)
         rng = np.random.default_rng(seed)
-        with self.neighbours.lock:
+        with self.neighbours.rw.read():
             all_ids = np.asarray(self.neighbours.index.ids(), dtype=np.int64)
         if len(all_ids) == 0:
             return []
@@ -711,6 +764,23 @@ class SearchService:
             pass
         return None
 
+    def _prefill_vectors(self, chunk: int = 50_000) -> None:
+        """Read every stored embedding back once (36 MB at 70k x 128), so the re-ranker's
+        duplicate test never waits for the index lock."""
+        if self._vector_source is None:
+            return
+        try:
+            with self.neighbours.rw.read():
+                all_ids = np.asarray(self.neighbours.index.ids(), dtype=np.int64)
+                parts = [np.asarray(self._vector_source(all_ids[s : s + chunk]), dtype=np.float32)
+                         for s in range(0, len(all_ids), chunk)]
+            mat = np.concatenate(parts) if parts else np.zeros((0, self.encoder.dim), np.float32)
+            if mat.shape != (len(all_ids), self.encoder.dim):
+                return
+        except Exception:
+            return
+        self._vectors.update(zip(all_ids.tolist(), mat))
+
     def vectors(self, ids: Sequence[int]) -> np.ndarray:
         """``(n, d)`` stored embeddings of indexed images (from the index, else re-embedded; cached)."""
         ids = [int(i) for i in ids]
@@ -719,7 +789,7 @@ class SearchService:
             got = None
             if self._vector_source is not None:
                 try:
-                    with self.neighbours.lock:
+                    with self.neighbours.rw.read():
                         got = np.asarray(self._vector_source(np.asarray(missing, dtype=np.int64)), dtype=np.float32)
                     if got.shape != (len(missing), self.encoder.dim):
                         got = None
