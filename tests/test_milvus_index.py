@@ -1,0 +1,204 @@
+"""The Milvus backend (``kind="milvus"``) on Milvus Lite passes the interface tests of the
+FAISS kinds: the functions of ``tests/test_index.py`` are run again with a Milvus case,
+plus the checks that differ (persistence lives in the store, server URIs, serving needs)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pymilvus")
+pytest.importorskip("milvus_lite")
+
+import test_index as ti  # noqa: E402  (tests/ is on sys.path under pytest's default import mode)
+from vs_lib import index as vi  # noqa: E402
+from vs_lib.index import IndexCorruptedError, IndexMismatchError, VectorIndex  # noqa: E402
+from vs_lib.milvus_index import MilvusIndex, default_uri  # noqa: E402
+
+clustered = ti.clustered  # the same module-scoped data fixture
+DIM, N = ti.DIM, ti.N
+MILVUS_CASE = [("milvus", {}, 0.999)]  # FLAT in Milvus: exact
+
+
+class Dispatch:
+    """``VectorIndex`` as the tests call it, sending ``kind="milvus"`` to :class:`MilvusIndex`
+    (what ``index.VectorIndex`` itself does once it dispatches)."""
+
+    def __new__(cls, dim, kind="flat", *args, **kwargs):
+        if kind == "milvus":
+            return MilvusIndex(dim, kind, *args, **kwargs)
+        return VectorIndex(dim, kind, *args, **kwargs)
+
+    @staticmethod
+    def load(path, *args, **kwargs):
+        if VectorIndex.read_manifest(path)["kind"] == "milvus":
+            return MilvusIndex.load(path, *args, **kwargs)
+        return VectorIndex.load(path, *args, **kwargs)
+
+    read_manifest = staticmethod(VectorIndex.read_manifest)
+
+
+@pytest.fixture
+def shared(monkeypatch, tmp_path):
+    """Point test_index's functions at a Milvus case; Milvus Lite files under tmp_path."""
+    monkeypatch.setenv("VS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(ti, "CASES", MILVUS_CASE)
+    monkeypatch.setattr(ti, "IDS", ["milvus"])
+    monkeypatch.setattr(ti, "VectorIndex", Dispatch)
+    return ti
+
+
+@pytest.fixture
+def built(shared, clustered):
+    x, q, ids, _ = clustered
+    idx = MilvusIndex(DIM, fingerprint="enc-1").add(x, ids)
+    yield {"milvus": idx, "flat": idx}
+    idx.drop()
+
+
+# ---------------------------------------------------------------------- shared interface tests
+def test_recall_against_exact(shared, built, clustered):
+    shared.test_recall_against_exact(0, built, clustered)
+
+
+def test_add_remove_search_consistency(shared, clustered):
+    shared.test_add_remove_search_consistency(0, clustered)
+
+
+def test_k_larger_than_index_and_empty_index(shared, clustered):
+    shared.test_k_larger_than_index_and_empty_index(0, clustered)
+
+
+def test_mismatched_dimension_or_fingerprint_refused(shared, built, tmp_path):
+    shared.test_mismatched_dimension_or_fingerprint_refused(built, tmp_path)
+
+
+# ---------------------------------------------------------------------- Milvus specifics
+def test_scores_are_inner_products_and_match_faiss(built, clustered):
+    x, q, ids, truth = clustered
+    scores, found = built["milvus"].search(q, 5)
+    rows = (found - 1000) // 7
+    np.testing.assert_allclose(scores, np.einsum("nd,nkd->nk", q, x[rows]), atol=1e-4)
+    f_scores, f_found = VectorIndex(DIM, "flat").add(x, ids).search(q, 5)
+    assert (found == f_found).mean() > 0.99  # ties aside, the same ranking as FAISS flat
+    np.testing.assert_allclose(scores, f_scores, atol=1e-4)
+
+
+def test_l2_metric_matches_numpy(shared, clustered):
+    x, q, ids, _ = clustered
+    index = MilvusIndex(DIM, metric="l2").add(x * 2.0, ids)
+    scores, found = index.search(q, 5)
+    d2 = ((q[:, None, :] - 2.0 * x[None, :, :]) ** 2).sum(-1)
+    np.testing.assert_allclose(scores, np.sort(d2, axis=1)[:, :5], rtol=1e-4, atol=1e-4)
+    assert (ids[np.argsort(d2, axis=1)[:, 0]] == found[:, 0]).all()
+    empty = MilvusIndex(DIM, metric="l2")
+    s, f = empty.search(q[:2], 3)
+    assert (f == -1).all() and np.isposinf(s).all()
+
+
+def test_persistence_round_trip(built, clustered, tmp_path):
+    x, q, ids, _ = clustered
+    index = built["milvus"]
+    index.save(tmp_path / "idx")
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert manifest["kind"] == "milvus" and manifest["dim"] == DIM and manifest["metric"] == "ip"
+    assert manifest["count"] == N and manifest["fingerprint"] == "enc-1"
+    assert manifest["params"]["collection"] == index.collection and "pymilvus" in manifest["versions"]
+    index.close()  # as a new process would: reopen from the manifest
+    loaded = MilvusIndex.load(tmp_path / "idx", expected_dim=DIM, expected_fingerprint="enc-1")
+    assert len(loaded) == N and loaded.fingerprint == "enc-1"
+    np.testing.assert_array_equal(loaded.ids(), np.sort(ids))
+    s1, i1 = index.search(q, 10)
+    s2, i2 = loaded.search(q, 10)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_allclose(s1, s2, atol=1e-6)
+    # writes go to the store: an add after the save survives a reopen without a new save
+    extra = np.array([10**9], np.int64)
+    loaded.add(x[:1], extra)
+    loaded.close()
+    again = MilvusIndex.load(tmp_path / "idx")
+    assert len(again) == N + 1 and extra[0] in again
+    np.testing.assert_allclose(again.reconstruct([ids[5], extra[0]]), x[[5, 0]], atol=1e-6)
+    with pytest.raises(KeyError):
+        again.reconstruct([123456789])
+
+
+def test_missing_store_or_collection_refused(shared, clustered, tmp_path):
+    x, _, ids, _ = clustered
+    idx = MilvusIndex(DIM, fingerprint="e").add(x[:10], ids[:10])
+    idx.save(tmp_path / "i")
+    idx.drop()
+    with pytest.raises(IndexCorruptedError, match="does not exist"):
+        MilvusIndex.load(tmp_path / "i")
+    manifest = json.loads((tmp_path / "i" / "manifest.json").read_text())
+    manifest["params"]["uri"] = "no-such-file.db"
+    (tmp_path / "i" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexCorruptedError, match="missing"):
+        MilvusIndex.load(tmp_path / "i")
+    with pytest.raises(FileNotFoundError):
+        MilvusIndex.load(tmp_path / "nothing")
+
+
+def test_default_store_is_a_lite_file_under_data_dir(shared, tmp_path, clustered):
+    x, _, ids, _ = clustered
+    idx = MilvusIndex(DIM).add(x[:3], ids[:3])
+    assert idx.uri == default_uri(idx.collection)
+    assert idx.uri.startswith(str(tmp_path / "data" / "milvus"))
+    assert (tmp_path / "data" / "milvus").exists()
+    with pytest.raises(ValueError, match="already exists"):
+        MilvusIndex(DIM, uri=idx.uri, collection=idx.collection)
+
+
+def test_user_errors_are_clear(shared, clustered):
+    x, q, ids, _ = clustered
+    index = MilvusIndex(DIM)
+    with pytest.raises(ValueError, match=r"shape \(n, 32\)"):
+        index.add(x[:5, :16], ids[:5])
+    with pytest.raises(ValueError, match=r"shape \(n, 32\)"):
+        index.search(np.zeros((2, 31), np.float32), 3)
+    bad = x[:5].copy()
+    bad[2, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        index.add(bad, ids[:5])
+    with pytest.raises(ValueError, match="duplicates"):
+        index.add(x[:3], [1, 2, 1])
+    with pytest.raises(ValueError, match=">= 0"):
+        index.add(x[:2], [-1, 2])
+    with pytest.raises(ValueError, match="k must be"):
+        index.search(q[:1], 0)
+    with pytest.raises(ValueError, match="metric"):
+        MilvusIndex(DIM, metric="cosine")
+    with pytest.raises(ValueError, match="collection must be"):
+        MilvusIndex(DIM, collection="1-bad name")
+    assert len(index) == 0  # nothing half-added
+
+
+def test_hnsw_index_type_and_search_params(shared, clustered):
+    x, q, ids, truth = clustered
+    idx = MilvusIndex(DIM, index_type="HNSW", index_params={"M": 16, "efConstruction": 100},
+                      search_params={"ef": 64}).add(x, ids)
+    assert vi.recall_at_k(idx.search(q, 10)[1], truth) >= 0.9
+    assert idx.memory_bytes() == N * (4 * DIM + 8 + 2 * 16 * 4)
+
+
+def test_sync_index_runs_on_milvus(shared, tmp_path, monkeypatch):
+    """The indexing pipeline (and so the serving layer, which calls it) on kind='milvus'."""
+    monkeypatch.setattr(vi, "VectorIndex", Dispatch)
+    conn = ti._platform(tmp_path, list(range(0, 200)) + list(range(60000, 60050)))
+    enc = ti.FakeEncoder()
+    path = vi.default_index_path(enc.name, "milvus")
+    first = vi.sync_index(enc, conn, path, kind="milvus", progress=False)
+    assert (first["added"], first["total"]) == (250, 250)
+    conn.execute("DELETE FROM images WHERE id IN (3, 60001)")
+    conn.commit()
+    second = vi.sync_index(enc, conn, path, kind="milvus", progress=False)
+    assert (second["added"], second["removed"], second["total"]) == (0, 2, 248)
+    idx = Dispatch.load(path, expected_dim=enc.dim, expected_fingerprint=enc.fingerprint)
+    assert isinstance(idx, MilvusIndex) and 3 not in idx and len(idx) == 248
+
+    class Other(ti.FakeEncoder):
+        fingerprint = "fake-0002"
+
+    with pytest.raises(IndexMismatchError):
+        vi.sync_index(Other(), conn, path, kind="milvus", progress=False)
