@@ -237,11 +237,11 @@ def perceptual_hash(images: np.ndarray | Image.Image | Sequence[Image.Image]) ->
     if isinstance(images, np.ndarray) and images.ndim == 2:
         images = images[None]
     if isinstance(images, np.ndarray) and images.ndim == 3:
-        x = images.astype(np.float64)
+        x = images.astype(np.float32)
         n, h, w = x.shape
         c = dct_matrix(HASH_SIZE)[:HASH_LOW]
-        mh = c @ area_matrix(h, HASH_SIZE)  # (8, H)
-        mw = c @ area_matrix(w, HASH_SIZE)  # (8, W)
+        mh = (c @ area_matrix(h, HASH_SIZE)).astype(np.float32)  # (8, H)
+        mw = (c @ area_matrix(w, HASH_SIZE)).astype(np.float32)  # (8, W)
         low = np.matmul(np.matmul(mh, x), mw.T).reshape(n, HASH_LOW * HASH_LOW)
         return _bits_to_uint64(low)
     out = np.empty(len(images), dtype=np.uint64)
@@ -612,13 +612,15 @@ class SearchService:
         if index_path is None:
             index_path = index_mod.default_index_path(encoder.name, kind=index_kind)
         corpus = None
-        if use_fashion_mnist:
-            ds = data.load_fashion_mnist()
-            corpus = (ds.images, ds.ids)
-        svc = cls.__new__(cls)
-        # the loader must know uploads before sync_index embeds them after a restart
         conn = data.connect(db_path)
         try:
+            if use_fashion_mnist:  # serve corpus pixels from memory: map ids to dataset positions by storage key
+                ds = data.load_fashion_mnist()
+                rows = conn.execute("SELECT id, storage_key FROM images WHERE storage_key LIKE 'fashion-mnist/%'").fetchall()
+                ids = np.array([r[0] for r in rows], dtype=np.int64)
+                pos = np.array([int(k.split("/")[2]) + (len(ds.train_images) if k.split("/")[1] == "test" else 0)
+                                for _, k in rows], dtype=np.int64)
+                corpus = (ds.images[pos] if len(pos) else np.zeros((0, 28, 28), np.uint8), ids)
             try:
                 index_mod.sync_index(encoder, conn, index_path, kind=index_kind, progress=progress)
             except index_mod.IndexMismatchError as e:  # the index is derived data: rebuild it for this encoder
@@ -627,8 +629,7 @@ class SearchService:
         finally:
             conn.close()
         vindex = index_mod.VectorIndex.load(index_path, expected_dim=encoder.dim, expected_fingerprint=encoder.fingerprint)
-        cls.__init__(svc, encoder, vindex, db_path=db_path, index_path=index_path, store_dir=store_dir, corpus_images=corpus, **kwargs)
-        return svc
+        return cls(encoder, vindex, db_path=db_path, index_path=index_path, store_dir=store_dir, corpus_images=corpus, **kwargs)
 
     # ---------------------------------------------------------------- database access
     @property
