@@ -153,6 +153,7 @@ class VectorIndex:
             self._vectors = np.empty((0, self.dim), dtype=np.float32)
         self._index = None  # FAISS index (None for tree, or until trained for auto-nlist IVF)
         self._tree = None
+        self._labels = None  # cached (inner, id_map as int64) for IDMap2 searches, see _search_faiss
         self._native_ids = False  # True when the FAISS index stores ids itself (IVF)
         if self.kind != "tree" and not (self.kind in ("ivf", "ivfpq") and self.params["nlist"] is None):
             self._index = self._make_faiss(self.params.get("nlist"))
@@ -304,7 +305,7 @@ class VectorIndex:
         t0 = time.perf_counter()
         if self._index is not None:
             self._index.add_with_ids(x, ids)
-        self._tree = None
+        self._tree = self._labels = None
         new_ids = np.concatenate([self._ids, ids])
         order = np.argsort(new_ids, kind="stable")
         if self._vectors is not None:
@@ -333,7 +334,7 @@ class VectorIndex:
         self._ids = self._ids[keep]
         if self._vectors is not None:
             self._vectors = np.asarray(self._vectors)[keep]
-        self._tree = None
+        self._tree = self._labels = None
         return int(len(ids))
 
     def _rebuild_without(self, ids: np.ndarray) -> int:
@@ -348,6 +349,7 @@ class VectorIndex:
         if keep.any():
             fresh.add_with_ids(np.ascontiguousarray(vecs[keep]), all_ids[keep])
         self._index = fresh
+        self._labels = None
         return int((~keep).sum())
 
     # ------------------------------------------------------------------ search
@@ -394,10 +396,10 @@ class VectorIndex:
             D, I = self._search_tree(q, kk)
         elif self._vectors is not None:  # candidates from the compressed index, exact re-ranking
             kc = min(total, kk * int(self.params["rerank"]))
-            _, cand = self._index.search(q, kc)
+            _, cand = self._search_faiss(q, kc)
             D, I = self._rerank(q, cand, kk)
         else:
-            D, I = self._index.search(q, kk)
+            D, I = self._search_faiss(q, kk)
             if self.kind == "lsh":
                 D = np.cos(np.pi * D / float(self.params["nbits"])).astype(np.float32)
         if kk == k:
@@ -411,6 +413,34 @@ class VectorIndex:
         out_missing = out < 0
         scores[out_missing] = self._pad_value()
         return scores, out
+
+    # FAISS's flat search multiplies queries by blocks of this many database rows; its default
+    # (1024) leaves most of the BLAS throughput unused on a 2-core machine (see benchmarks/ann.py).
+    BLAS_DATABASE_BLOCK = 16384
+
+    def _search_faiss(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        faiss = _faiss()
+        index = self._index
+        if isinstance(index, faiss.IndexIDMap):
+            # search the wrapped index and translate labels in NumPy: IndexIDMap's own search
+            # translates them in an OpenMP loop whose thread wake-up dominates single queries
+            if self._labels is None:
+                self._labels = (faiss.downcast_index(index.index), faiss.vector_to_array(index.id_map).astype(np.int64))
+            index, labels = self._labels
+        else:
+            labels = None
+        if self.kind == "flat" or isinstance(index, faiss.IndexFlat):
+            before = faiss.cvar.distance_compute_blas_database_bs
+            faiss.cvar.distance_compute_blas_database_bs = max(before, self.BLAS_DATABASE_BLOCK)
+            try:
+                D, I = index.search(q, k)
+            finally:
+                faiss.cvar.distance_compute_blas_database_bs = before
+        else:
+            D, I = index.search(q, k)
+        if labels is not None:
+            I = np.where(I >= 0, labels[np.maximum(I, 0)], -1)
+        return D, I
 
     def _rows(self, ids: np.ndarray) -> np.ndarray:
         return np.searchsorted(self._ids, ids)
@@ -568,7 +598,7 @@ class VectorIndex:
         self = cls.__new__(cls)
         self.dim, self.kind, self.metric = int(m["dim"]), m["kind"], m["metric"]
         self.fingerprint, self.params = m.get("fingerprint"), dict(m.get("params") or {})
-        self._tree, self._index, self._vectors, self._native_ids = None, None, None, False
+        self._tree, self._index, self._vectors, self._native_ids, self._labels = None, None, None, False, None
         self.build_seconds = 0.0
         try:
             if "index" in blobs:
