@@ -47,8 +47,11 @@ MAX_UPLOAD_BYTES = 10 * 2**20  # 10 MiB per uploaded file
 MAX_PIXELS = 40_000_000  # decompression-bomb guard: refuse larger images before decoding
 MAX_K = 100  # largest k a caller may ask for
 UPLOAD_PREFIX = "uploads/"  # storage keys of uploads, relative to the object store
-DUP_COSINE = 0.985  # two results this similar (cosine) count as near-duplicates
-DUP_HAMMING = 2  # ... or perceptual hashes this close (bits out of 64)
+# Near-duplicates: perceptual hashes within DUP_HAMMING bits (of 64). An embedding rule
+# (cosine >= dup_cosine) is available but off by default: an encoder trained to pull a
+# class together puts distinct products as close as copies (notebook 08 measures both).
+DUP_HAMMING = 2
+DUP_COSINE = None
 
 
 # --------------------------------------------------------------------------- errors
@@ -463,18 +466,19 @@ class ReRanker:
         look = head + cand.tolist()
         vec = vectors(look) if (vectors is not None and self.dup_cosine is not None and len(cand)) else None
         hsh = hashes(look) if (hashes is not None and self.dup_hamming is not None and len(cand)) else None
+        # pairwise "is a duplicate of" matrix, computed once; then a greedy pass in score order
+        n = len(look)
+        same = np.zeros((n, n), dtype=bool)
+        if vec is not None:
+            same |= (vec @ vec.T) >= self.dup_cosine
+        if hsh is not None:
+            same |= hamming(hsh[:, None], hsh[None, :]) <= self.dup_hamming
         kept: list[int] = list(range(len(head)))  # rows of `look` kept so far
         off = len(head)
-        for j in range(off, len(look)):
+        for j in range(off, n):
             if len(kept) - off >= k:
                 break
-            dup = False
-            if kept:
-                if vec is not None:
-                    dup = bool(np.max(vec[kept] @ vec[j]) >= self.dup_cosine)
-                if not dup and hsh is not None:
-                    dup = bool(np.min(hamming(hsh[kept], hsh[j])) <= self.dup_hamming)
-            if dup:
+            if kept and same[j, kept].any():
                 dropped["duplicate"] += 1
                 continue
             kept.append(j)
