@@ -170,7 +170,7 @@ def default_config(positives: str, profile: str = "full", backbone: str = "cnn")
 
 
 # --------------------------------------------------------------------------- positives
-def _click_pairs(conn=None, n_train: int = 60_000) -> np.ndarray:
+def click_pairs_from_db(conn=None, n_train: int = 60_000) -> np.ndarray:
     """(m, 2) int64 (query id, clicked id) pairs from the interactions table, both training images."""
     from . import data
 
@@ -268,7 +268,7 @@ def train_encoder(cfg: TrainConfig, images: np.ndarray | None = None, labels: np
         # every training image may appear in a click; n_train limits the number of pairs
         n = len(images)
         if click_pairs is None:
-            click_pairs = _click_pairs(n_train=n)
+            click_pairs = click_pairs_from_db(n_train=n)
         click_pairs = np.asarray(click_pairs)[(np.asarray(click_pairs) < n).all(axis=1)]
         if cfg.n_train:
             click_pairs = click_pairs[: cfg.n_train]
@@ -491,6 +491,17 @@ def ranking_metrics(Q: np.ndarray, q_labels: np.ndarray, G: np.ndarray, g_labels
             within = ranks[None, :] <= R[:, None].float()
             mapr += float(((prec_at * rel * within).sum(1) / R.clamp(min=1)).sum())
     return {"P@1": p1 / nq, f"P@{k}": pk / nq, f"mAP@{k}": apk / nq, "MAP@R": mapr / nq}
+
+
+def nearest(Q: np.ndarray, G: np.ndarray, k: int = 10, chunk: int = 1000) -> np.ndarray:
+    """(n, k) indices into ``G`` of each query's k most similar rows (exact inner product)."""
+    Gt = torch.from_numpy(np.ascontiguousarray(G, dtype=np.float32))
+    out = np.empty((len(Q), min(k, len(G))), dtype=np.int64)
+    with torch.inference_mode():
+        for s in range(0, len(Q), chunk):
+            q = torch.from_numpy(np.ascontiguousarray(Q[s:s + chunk], dtype=np.float32))
+            out[s:s + len(q)] = torch.topk(q @ Gt.T, out.shape[1], dim=1).indices.numpy()
+    return out
 
 
 # --------------------------------------------------------------------------- ensure
