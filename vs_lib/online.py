@@ -139,7 +139,7 @@ class EmbeddingSearch:
         if (rows < 0).any():
             raise SimulationError(f"{int((rows < 0).sum())} gallery ids have no embedding")
         self.gallery_ids = g
-        self._gallery = self.embeddings[rows]
+        self.gallery_embeddings = self.embeddings[rows]
         self.name = name
         self._cache: dict[int, np.ndarray] = {}
         self._cache_k = 0
@@ -154,7 +154,7 @@ class EmbeddingSearch:
         if not todo.size:
             return
         rows = self._rows(todo)
-        _, pos = evaluate.exact_topk(self.embeddings[rows], self._gallery, self._cache_k,
+        _, pos = evaluate.exact_topk(self.embeddings[rows], self.gallery_embeddings, self._cache_k,
                                      query_ids=todo, gallery_ids=self.gallery_ids)
         for q, p in zip(todo, pos):
             self._cache[int(q)] = self.gallery_ids[p]
