@@ -19,8 +19,6 @@ import platform
 import sys
 import time
 
-import numpy as np
-
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -31,7 +29,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from vs_lib import config, data, evaluate, models
+    from vs_lib import data, evaluate, models
 
     load_before = os.getloadavg()
     ds = data.load_fashion_mnist()

@@ -184,7 +184,7 @@ def default_start_time() -> int:
     return int(data.EPOCH_START + 2 * data.YEAR + 90 * DAY)
 
 
-def _user_locations(users, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _user_locations(users) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """User ids and (lat, lon) from a users DataFrame (city → coordinates) or bare ids."""
     from . import data
 
@@ -244,7 +244,7 @@ def simulate(
     if n_days < 1 or sessions_per_user_day <= 0 or k < 1:
         raise SimulationError("need n_days >= 1, sessions_per_user_day > 0 and k >= 1")
     rng = np.random.default_rng(seed)
-    user_ids, lat, lon = _user_locations(users, rng)
+    user_ids, lat, lon = _user_locations(users)
     user_mult = cm.user_multipliers(len(user_ids), np.random.default_rng([seed, 1]))
     t0 = default_start_time() if start_time is None else int(start_time)
 
@@ -515,7 +515,7 @@ class ABResult:
 def ab_test(system_a: SearchFn, system_b: SearchFn, labels, users, query_pool, *, share_b: float = 0.5,
             seed: int = 0, n_boot: int = 2000, names: Mapping[str, str] | None = None, **simulate_kwargs) -> ABResult:
     """Split users at random, let each variant's users use its system, and test the CTR difference."""
-    user_ids, _, _ = _user_locations(users, None)
+    user_ids, _, _ = _user_locations(users)
     variant = assign_users(user_ids, share_b, seed)
     names = dict(names or {"A": getattr(system_a, "name", "A"), "B": getattr(system_b, "name", "B")})
     logs = []
