@@ -211,6 +211,19 @@ def test_search_by_id_equals_search_by_pixels(service):
         assert ids == by_id.ids
 
 
+def test_flagged_image_hidden_from_all_but_its_owner(service, platform):
+    fid, owner = rows(platform, "SELECT id, owner_id FROM images WHERE is_flagged = 1 AND is_private = 0 LIMIT 1")[0]
+    other = owner % 30 + 1
+    assert service.get_image(fid, user_id=owner).size == (28, 28)
+    for who in (other, None):
+        with pytest.raises(serving.NotFound):
+            service.get_image(fid, user_id=who)
+        with pytest.raises(serving.NotFound):
+            service.search(image_id=fid, k=3, user_id=who)
+    own = service.search(image_id=fid, k=10, user_id=owner)
+    assert fid not in own.ids  # never in results, not even for its owner
+
+
 def _visible(service):
     meta = service.image_meta(range(N_IMAGES))
     return {i for i, m in meta.items() if not m[1] and not m[2]}
@@ -222,9 +235,9 @@ def _visible(service):
 def test_privacy_property(service, platform, requester, query, k, crop):
     """Whoever asks, about whatever: no private image of another user, no flagged image, ever."""
     meta = {r[0]: r[1:] for r in rows(platform, "SELECT id, owner_id, is_private, is_flagged FROM images")}
-    owner, private, _ = meta[query]
+    owner, private, flagged = meta[query]
     kwargs = {"crop": "2,2,26,26"} if crop else {}
-    if private and owner != requester:
+    if (private or flagged) and owner != requester:
         with pytest.raises(serving.NotFound):
             service.search(image_id=query, k=k, user_id=requester, **kwargs)
         return

@@ -676,9 +676,12 @@ class SearchService:
             raise NotFound(f"unknown user_id {user_id}")
 
     def visible_meta(self, image_id: int, user_id: int | None) -> tuple:
-        """Metadata of an image the requester may see; ``NotFound`` otherwise (no leak of existence)."""
+        """Metadata of an image the requester may see; ``NotFound`` otherwise (no leak of existence).
+
+        Private and flagged images are visible to their owner only.
+        """
         m = self.image_meta([image_id]).get(int(image_id))
-        if m is None or (m[1] and (user_id is None or m[0] != int(user_id))):
+        if m is None or ((m[1] or m[2]) and (user_id is None or m[0] != int(user_id))):
             raise NotFound(f"unknown image_id {image_id}")
         return m
 
