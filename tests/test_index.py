@@ -394,3 +394,12 @@ def test_cli_requires_a_trained_encoder(tmp_path, monkeypatch):
     assert args.kind == "hnsw"
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         vi.cli_main(args)
+
+
+def test_measure_search_reports_recall_and_throughput(built, clustered):
+    x, q, ids, truth = clustered
+    m = vi.measure_search(built[IDS[1]], q, truth, k=10, single_budget=0.05)
+    assert m["recall"] == pytest.approx(vi.recall_at_k(built[IDS[1]].search(q, 10)[1], truth))
+    assert m["batch_qps"] > 0 and m["single_qps"] > 0
+    assert m["ms_per_query"] == pytest.approx(1000 / m["single_qps"])
+    assert vi.recall_at_k(np.array([[1, 2, -1]]), np.array([[2, 3, 1]])) == pytest.approx(2 / 3)

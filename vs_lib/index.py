@@ -50,6 +50,7 @@ Indexing pipeline: ``sync_index(encoder, conn, index_path)`` embeds every image 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -79,6 +80,7 @@ __all__ = [
     "recall_at_k",
     "exact_search",
     "clustered_vectors",
+    "measure_search",
 ]
 
 
@@ -280,7 +282,8 @@ class VectorIndex:
             x = x[np.sort(rng.choice(len(x), int(limit), replace=False))]
         t0 = time.perf_counter()
         try:
-            self._index.train(x)
+            with _single_threaded(self.kind == "ivfpq" or "PQ" in self.kind):
+                self._index.train(x)
         except RuntimeError as e:
             raise ValueError(f"training the {self.kind} index on {len(x)} vectors failed: {str(e).splitlines()[0]}") from None
         self.build_seconds += time.perf_counter() - t0
@@ -619,6 +622,27 @@ class VectorIndex:
         return self
 
 
+# ---------------------------------------------------------------------- helpers: threads
+@contextlib.contextmanager
+def _single_threaded(enabled: bool = True):
+    """Run FAISS with one OpenMP thread inside the block (then restore the previous count).
+
+    PQ training runs hundreds of tiny k-means problems (256 centroids in 4-16 dimensions);
+    their OpenMP parallel regions cost more than they save, and on a machine shared with
+    other processes two spinning threads made training ~7x slower than one (measured).
+    """
+    if not enabled:
+        yield
+        return
+    faiss = _faiss()
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 # ---------------------------------------------------------------------- helpers: files
 def _save_npy(tmp: Path, arr: np.ndarray) -> None:
     with open(tmp, "wb") as f:
@@ -868,3 +892,25 @@ def cli_main(args) -> int:
         conn.close()
     print(json.dumps(result, indent=2))
     return 0
+
+
+# ---------------------------------------------------------------------- measurement
+def measure_search(index: "VectorIndex", queries: np.ndarray, truth: np.ndarray, k: int = 10,
+                   single_budget: float = 0.5, max_single: int = 200) -> dict[str, float]:
+    """Recall@k against ``truth`` ((n, k) true ids) and throughput of ``index`` on ``queries``.
+
+    Returns ``{"recall", "batch_qps", "single_qps", "ms_per_query"}``: batched = all queries in
+    one call; single = one query per call for up to ``single_budget`` seconds (the latency
+    view; ``ms_per_query`` is its inverse).
+    """
+    queries = np.ascontiguousarray(queries, np.float32)
+    t0 = time.perf_counter()
+    _, found = index.search(queries, k)
+    batch = len(queries) / max(time.perf_counter() - t0, 1e-9)
+    index.search(queries[:1], k)  # warm-up
+    n, t0 = 0, time.perf_counter()
+    while n < min(max_single, len(queries)) and (n < 3 or time.perf_counter() - t0 < single_budget):
+        index.search(queries[n : n + 1], k)
+        n += 1
+    single = n / max(time.perf_counter() - t0, 1e-9)
+    return {"recall": recall_at_k(found, truth, k), "batch_qps": batch, "single_qps": single, "ms_per_query": 1000.0 / single}
