@@ -69,7 +69,7 @@ def tiny_data():
 
 def _tiny_cfg(positives="labels", **kw):
     base = dict(positives=positives, arch=dict(widths=[8, 16], fc=[32], dim=16), epochs=4, batch_size=32,
-                lr=3e-3, augment=train.LIGHT_AUGMENT, eval_queries=0, checkpoint_seconds=1e9)
+                lr=3e-3, augment=train.LIGHT_AUGMENT, eval_queries=0, checkpoint_seconds=1e9, threads=1)
     base.update(kw)
     return train.TrainConfig(**base)
 
@@ -185,7 +185,7 @@ def test_ensure_model_trains_once_then_reuses(tiny_data, tmp_path, monkeypatch):
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="exactly one"):
+    with pytest.raises(ValueError, match="epochs or minutes"):
         train.TrainConfig(positives="labels")
     with pytest.raises(ValueError, match="positives"):
         train.TrainConfig(positives="stars", epochs=1)
@@ -201,3 +201,22 @@ def test_cli_arguments():
     assert a.positives == "clicks" and a.minutes == 2 and a.epochs is None
     with pytest.raises(SystemExit):
         p.parse_args(["--positives", "clicks", "--minutes", "2", "--epochs", "1"])
+
+
+def test_both_views_loss_matches_explicit_nt_xent():
+    a, b = _unit(3, 4, 5), _unit(3, 4, 6)
+    t = 0.3
+    got = train.both_views_loss(a, b, t)
+    z = torch.cat([a, b]).numpy().astype(np.float64)
+    total = 0.0
+    for i in range(6):
+        pos = (i + 3) % 6
+        s = {j: z[i] @ z[j] / t for j in range(6) if j != i}
+        total += -(s[pos] - np.log(sum(np.exp(v) for v in s.values())))
+    assert float(got) == pytest.approx(total / 6, rel=1e-5)
+
+
+def test_epochs_and_minutes_whichever_first(tiny_data):
+    imgs, labels = tiny_data
+    enc = train.train_encoder(_tiny_cfg(epochs=50, minutes=0.02), imgs, labels, progress=False)
+    assert enc.metadata["train_seconds"] < 5 and enc.metadata["epochs"] < 50
