@@ -42,7 +42,7 @@ def single_qps(search, queries: np.ndarray, budget: float = 1.5, max_q: int = 40
     return n / (time.perf_counter() - t0)
 
 
-def paired_qps(fa, fb, queries: np.ndarray, rounds: int = 7, nq: int = 200) -> dict:
+def paired_qps(fa, fb, queries: np.ndarray, rounds: int = 15, nq: int = 100) -> dict:
     """Throughput of two search functions measured alternately, best round each, so that load
     from other processes on a shared machine hits both alike."""
     q1 = [queries[i : i + 1] for i in range(min(nq, len(queries)))]
@@ -226,7 +226,7 @@ def run_dataset(b: Bench, *, hnsw_m: int, ef_construction: int, nlist: int | Non
             from vs_lib.index import VectorIndex
 
             pq = VectorIndex.load(tmp, mmap_vectors=True)  # codes in RAM, float vectors on disk
-            for nprobe, rr in ((16, 1), (16, 10), (32, 10), (32, 20), (64, 20)):
+            for nprobe, rr in ((16, 1), (16, 10), (16, 20), (32, 20), (16, 50), (16, 100)):
                 pq.set_search_params(nprobe=nprobe, rerank=rr)
                 b.record("vs_lib", "ivfpq+rerank", {"nlist": pq.params["nlist"], "nprobe": nprobe, "m": 16, "rerank": rr}, t,
                          pq.memory_bytes(), vs_search(pq),
@@ -289,8 +289,9 @@ def targets(summary: dict, rows: list[dict], name: str) -> dict:
     # 3: vs_lib HNSW within 10% of raw FAISS on the same graph
     ratios = summary["hnsw_ratio"]
     worst = min(min(r["single"], r["batch"]) for r in ratios)
-    out["3_wrapper_overhead"] = {"target": "vs_lib HNSW >= 0.90 x raw FAISS throughput, equal parameters "
-                                           "(same graph, measured alternately, best of 7 rounds)",
+    median = float(np.median([v for r in ratios for v in (r["single"], r["batch"])]))
+    out["3_wrapper_overhead"] = {"median_ratio": round(median, 3),"target": "vs_lib HNSW >= 0.90 x raw FAISS throughput, equal parameters "
+                                           "(same graph, measured alternately, best of 15 rounds)",
                                  "ratios": ratios, "worst_ratio": worst, "met": worst >= 0.90}
     # 4: batched exact >= 50% of sgemm
     mm = summary["matmul"]
