@@ -1044,7 +1044,14 @@ def build_small_platform(
         finally:
             conn.close()
     if encoder is None:
-        encoder = models.baseline_encoder("pca", train_images=ds.train_images[:n_images], seed=seed, dim=dim)
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # a tiny eigendecomposition: extra threads only spin on a busy machine
+        try:
+            encoder = models.baseline_encoder("pca", train_images=ds.train_images[:n_images], seed=seed, dim=dim)
+        finally:
+            torch.set_num_threads(threads)
     model = folder / "models" / f"{encoder.name}.pt"
     model.parent.mkdir(parents=True, exist_ok=True)
     encoder.save(model)
