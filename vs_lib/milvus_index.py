@@ -52,7 +52,7 @@ import numpy as np
 from . import __version__, config
 from .index import MANIFEST, IndexCorruptedError, IndexMismatchError, VectorIndex
 
-__all__ = ["MilvusIndex", "default_uri", "milvus_available"]
+__all__ = ["MilvusIndex", "default_uri", "drop_collection", "milvus_available"]
 
 KIND = "milvus"
 ID_FIELD = "id"
@@ -409,3 +409,16 @@ class MilvusIndex:
             it.close()
         return np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
 
+
+
+def drop_collection(collection: str, uri: str | os.PathLike | None = None, token: str | None = None) -> bool:
+    """Drop ``collection`` from the store at ``uri`` (default: its Milvus Lite file) if it
+    exists; returns whether it existed.  For re-running a notebook from scratch."""
+    uri = str(uri) if uri is not None else default_uri(collection)
+    if _is_local(uri) and not Path(uri).exists():
+        return False
+    client = _client(uri, token)
+    if client.has_collection(collection):
+        client.drop_collection(collection)
+        return True
+    return False

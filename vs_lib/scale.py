@@ -443,7 +443,7 @@ def measure_growth(
     prev_threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(int(threads))
     try:
-        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        index = _no_polysemous(faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT))
         train = next(synthetic_stream(train_size, dim, n_clusters=n_clusters, spread=spread, seed=seed + 1, chunk=train_size))
         t0 = time.perf_counter()
         index.train(train)
@@ -496,6 +496,17 @@ def measure_growth(
     finally:
         faiss.omp_set_num_threads(prev_threads)
     return rows
+
+
+def _no_polysemous(index):
+    """Switch off FAISS's polysemous training of 8-bit PQ codes (a slow code-permutation
+    optimisation, only useful for Hamming pre-filtering, which we do not use)."""
+    import faiss
+
+    for candidate in (faiss.downcast_index(index), faiss.try_extract_index_ivf(index)):
+        if candidate is not None and hasattr(candidate, "do_polysemous_training"):
+            candidate.do_polysemous_training = False
+    return index
 
 
 def _ivf_bytes(index) -> int:
@@ -571,7 +582,7 @@ def measure_bytes_per_vector(x: np.ndarray, encodings: dict[str, str | None] | N
                 m = factory.split(",")[-1]
                 if m.startswith("PQ") and d % int(m[2:].split("x")[0]):
                     continue
-                idx = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+                idx = _no_polysemous(faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT))
                 idx.train(db[: min(n, train_size)])
                 idx.add(db[:n_small])
                 sizes = [faiss.serialize_index(idx).nbytes]
