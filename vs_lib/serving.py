@@ -531,6 +531,19 @@ def _image_columns(conn: sqlite3.Connection) -> set[str]:
     return {r[1] for r in conn.execute("PRAGMA table_info(images)")}
 
 
+def ensure_index(encoder, index_path: str | os.PathLike, kind: str = "flat", *, conn: sqlite3.Connection | None = None,
+                 progress: bool = True) -> dict[str, Any]:
+    """``index.sync_index``, rebuilding from scratch when the saved index was made by another
+    encoder (the index is derived data: after retraining, re-embedding is the only fix)."""
+    from . import index as index_mod
+
+    try:
+        return index_mod.sync_index(encoder, conn, index_path, kind=kind, progress=progress)
+    except index_mod.IndexMismatchError as e:
+        print(f"{e}\nrebuilding the index at {index_path} for {encoder.fingerprint}", flush=True)
+        return index_mod.sync_index(encoder, conn, index_path, kind=kind, rebuild=True, progress=progress)
+
+
 # --------------------------------------------------------------------------- the facade
 def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000.0, 3)
@@ -625,11 +638,7 @@ class SearchService:
                 pos = np.array([int(k.split("/")[2]) + (len(ds.train_images) if k.split("/")[1] == "test" else 0)
                                 for _, k in rows], dtype=np.int64)
                 corpus = (ds.images[pos] if len(pos) else np.zeros((0, 28, 28), np.uint8), ids)
-            try:
-                index_mod.sync_index(encoder, conn, index_path, kind=index_kind, progress=progress)
-            except index_mod.IndexMismatchError as e:  # the index is derived data: rebuild it for this encoder
-                print(f"{e}\nrebuilding the index at {index_path} for {encoder.fingerprint}", flush=True)
-                index_mod.sync_index(encoder, conn, index_path, kind=index_kind, rebuild=True, progress=progress)
+            ensure_index(encoder, index_path, kind=index_kind, conn=conn, progress=progress)
         finally:
             conn.close()
         vindex = index_mod.VectorIndex.load(index_path, expected_dim=encoder.dim, expected_fingerprint=encoder.fingerprint)
