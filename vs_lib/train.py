@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from . import config
 from .features import BatchAugment, Preprocess
-from .models import Encoder, build_network, default_arch, default_preprocess
+from .models import Encoder, auto_threads, build_network, default_arch, default_preprocess
 
 POSITIVES = ("self_supervised", "labels", "clicks")
 BACKBONES = ("cnn", "resnet", "efficientnet")
@@ -255,21 +255,6 @@ def _data_fingerprint(images: np.ndarray, labels: np.ndarray | None = None, extr
         h.update(np.ascontiguousarray(labels).tobytes())
     h.update(extra)
     return h.hexdigest()[:16]
-
-
-def auto_threads() -> int:
-    """Threads for training: every core on a quiet machine, one on a busy one.
-
-    Measured on the course's 2-core machine while other jobs ran: 2 threads fell to a
-    third of the throughput of 1 thread (OpenMP threads wait for each other when the OS
-    deschedules one), while on a quiet machine 2 threads are ~1.6x faster than 1.
-    """
-    n = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # pragma: no cover - not on Windows
-        return n
-    return 1 if load > n + 0.5 else n
 
 
 def _lr_factor(progress: float, warmup: float) -> float:
