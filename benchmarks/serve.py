@@ -9,6 +9,11 @@ concurrent clients; a bounded number of requests per level; prints JSON:
      "searches_per_s", "requests", "errors", "stages_ms_p50": {...}}, ...},
      "file_query_1_client": {...}, "targets": {...}, "machine": {...}}
 
+``server_cpu_ms_per_request`` / ``client_cpu_ms_per_request`` are CPU time, not wall time:
+on a shared machine they show what a search costs whatever the load, and
+``cpu_bound_searches_per_s_estimate`` = cores × 1000 / (server + client CPU ms) is the
+throughput the machine could reach with both cores to itself.
+
 Targets (issue 6): single client p50 <= 15 ms and p99 <= 50 ms; >= 100 searches/s with
 16 clients; zero errors.
 
@@ -74,8 +79,16 @@ def stop_server(proc) -> None:
         proc.wait()
 
 
-def run_level(url: str, forms: list[dict], clients: int, files: list[bytes] | None = None) -> dict:
-    """Send every request once, ``clients`` at a time; latency per request, wall-clock throughput."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by process ``pid`` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_level(url: str, forms: list[dict], clients: int, files: list[bytes] | None = None,
+              server_pid: int | None = None) -> dict:
+    """Send every request once, ``clients`` at a time; latency per request, wall-clock throughput,
+    and the CPU milliseconds each request cost the server and the client (machine-load independent)."""
     import httpx
 
     lat = np.zeros(len(forms))
@@ -102,10 +115,14 @@ def run_level(url: str, forms: list[dict], clients: int, files: list[bytes] | No
             lat[i] = (time.perf_counter() - t0) * 1000
             errors.append(f"{type(e).__name__}: {e}")
 
+    s0 = cpu_seconds(server_pid) if server_pid else 0.0
+    c0 = time.process_time()
     t0 = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(one, range(len(forms))))
     wall = time.perf_counter() - t0
+    server_cpu = (cpu_seconds(server_pid) - s0) if server_pid else float("nan")
+    client_cpu = time.process_time() - c0
     good = lat[ok]
     keys = sorted({k for s in stages for k in s})
     return {
@@ -118,6 +135,8 @@ def run_level(url: str, forms: list[dict], clients: int, files: list[bytes] | No
         "p99_ms": round(float(np.percentile(good, 99)), 2) if len(good) else None,
         "mean_ms": round(float(good.mean()), 2) if len(good) else None,
         "searches_per_s": round(float(ok.sum() / wall), 1),
+        "server_cpu_ms_per_request": round(server_cpu * 1000 / len(forms), 2),
+        "client_cpu_ms_per_request": round(client_cpu * 1000 / len(forms), 2),
         "stages_ms_p50": {k: round(float(np.median([s[k] for s in stages if k in s])), 3) for k in keys},
     }
 
@@ -159,7 +178,7 @@ def main(argv=None) -> int:
             return [{"image_id": str(int(a)), "k": "10", "user_id": str(int(b))} for a, b in zip(q, u)]
 
         run_level(url, forms(30), 2)  # warm-up: connections, caches, lazy imports
-        levels = {str(c): run_level(url, forms(args.requests), c) for c in args.levels}
+        levels = {str(c): run_level(url, forms(args.requests), c, server_pid=proc.pid) for c in args.levels}
         # queries as files (decode + embed on every request), one client
         ds = data.load_fashion_mnist()
         n_file = max(50, args.requests // 4)
@@ -169,7 +188,7 @@ def main(argv=None) -> int:
             buf = io.BytesIO()
             Image.fromarray(ds.images[int(i)]).save(buf, format="PNG")
             pngs.append(buf.getvalue())
-        file_level = run_level(url, [{"k": "10"} for _ in ids], 1, files=pngs)
+        file_level = run_level(url, [{"k": "10"} for _ in ids], 1, files=pngs, server_pid=proc.pid)
     finally:
         stop_server(proc)
     one, many = levels.get("1"), levels.get(str(max(args.levels)))
@@ -186,6 +205,10 @@ def main(argv=None) -> int:
             "16_clients_ge_100_per_s": bool(many and many["searches_per_s"] >= 100),
             "zero_errors": all(v["errors"] == 0 for v in levels.values()) and file_level["errors"] == 0,
         },
+        # what the machine could serve if this benchmark had both cores to itself
+        "cpu_bound_searches_per_s_estimate": round(
+            (os.cpu_count() or 1) * 1000 / (many["server_cpu_ms_per_request"] + many["client_cpu_ms_per_request"]), 1)
+        if many else None,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_avg_at_end": [round(x, 2) for x in os.getloadavg()],
                     "note": "client and server share this machine's cores (loopback)"},
