@@ -428,26 +428,36 @@ class VectorIndex:
             # search the wrapped index and translate labels in NumPy: IndexIDMap's own search
             # translates them in an OpenMP loop whose thread wake-up dominates single queries
             if self._labels is None:
-                self._labels = (faiss.downcast_index(index.index), faiss.vector_to_array(index.id_map).astype(np.int64))
+                # a trailing -1 makes FAISS's "no result" label (-1) translate to -1 in one take
+                ids_ = np.append(faiss.vector_to_array(index.id_map).astype(np.int64), -1)
+                self._labels = (faiss.downcast_index(index.index), ids_)
             index, labels = self._labels
         else:
             labels = None
-        # Fewer than 20 queries: FAISS scans without BLAS, memory-bound, and its OpenMP barrier
-        # costs more than the second thread gains -- on a shared machine up to 100x more
-        # (measured: 0.3 ms vs 82 ms per query at N=30k), so small batches run on one thread.
-        with _single_threaded(len(q) < 20):
-            if isinstance(index, faiss.IndexFlat):
-                before = faiss.cvar.distance_compute_blas_database_bs
-                faiss.cvar.distance_compute_blas_database_bs = max(before, self.BLAS_DATABASE_BLOCK)
-                try:
-                    D, I = index.search(q, k)
-                finally:
-                    faiss.cvar.distance_compute_blas_database_bs = before
-            else:
-                D, I = index.search(q, k)
+        # Fewer than 20 queries on a scanning index (flat, LSH, PQ codes): FAISS scans without
+        # BLAS, memory-bound, and its OpenMP barrier costs more than the second thread gains --
+        # on a shared machine up to 100x more (measured: 0.3 ms vs 82 ms per query at N=30k),
+        # so small batches run on one thread.  Graph and IVF searches of one query open no
+        # parallel region, and switching the thread count would cost them ~40 us, so they don't.
+        if len(q) < 20 and isinstance(index, faiss.IndexFlatCodes):
+            with _single_threaded():
+                D, I = self._search_scan(index, q, k)
+        else:
+            D, I = self._search_scan(index, q, k)
         if labels is not None:
-            I = np.where(I >= 0, labels[np.maximum(I, 0)], -1)
+            I = labels.take(I)
         return D, I
+
+    def _search_scan(self, index, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        faiss = _faiss()
+        if not isinstance(index, faiss.IndexFlat):
+            return index.search(q, k)
+        before = faiss.cvar.distance_compute_blas_database_bs
+        faiss.cvar.distance_compute_blas_database_bs = max(before, self.BLAS_DATABASE_BLOCK)
+        try:
+            return index.search(q, k)
+        finally:
+            faiss.cvar.distance_compute_blas_database_bs = before
 
     def _rows(self, ids: np.ndarray) -> np.ndarray:
         return np.searchsorted(self._ids, ids)
