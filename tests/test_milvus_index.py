@@ -202,3 +202,30 @@ def test_sync_index_runs_on_milvus(shared, tmp_path, monkeypatch):
 
     with pytest.raises(IndexMismatchError):
         vi.sync_index(Other(), conn, path, kind="milvus", progress=False)
+
+
+def test_search_service_runs_on_milvus(tmp_path, monkeypatch):
+    """The serving facade on kind='milvus' (what `serve --index-kind milvus` builds): search,
+    then an upload that is searchable at once and survives a restart of the service."""
+    import io
+
+    from PIL import Image
+
+    from vs_lib import data, serving
+
+    monkeypatch.setenv("VS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(vi, "VectorIndex", Dispatch)
+    paths = serving.build_small_platform(tmp_path / "platform", n_images=400, dim=32)
+    ipath = tmp_path / "index" / "milvus"
+    kwargs = dict(index_kind="milvus", db_path=paths["db"], index_path=ipath, store_dir=tmp_path / "objects", progress=False)
+    svc = serving.SearchService.from_paths(paths["model"], **kwargs)
+    assert isinstance(svc.neighbours.index, MilvusIndex) and len(svc.neighbours.index) == 400
+    res = svc.search(image_id=7, k=5)
+    assert 0 < len(res.ids) <= 5 and 7 not in res.ids
+    buf = io.BytesIO()
+    Image.fromarray(data.load_fashion_mnist().train_images[1000]).save(buf, format="PNG")
+    up = svc.upload(buf.getvalue(), owner_id=1)
+    assert up.image_id in svc.neighbours.index
+    svc.neighbours.index.close()
+    again = serving.SearchService.from_paths(paths["model"], **kwargs)
+    assert up.image_id in again.neighbours.index and len(again.neighbours.index) == 401
