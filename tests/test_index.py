@@ -403,3 +403,17 @@ def test_measure_search_reports_recall_and_throughput(built, clustered):
     assert m["batch_qps"] > 0 and m["single_qps"] > 0
     assert m["ms_per_query"] == pytest.approx(1000 / m["single_qps"])
     assert vi.recall_at_k(np.array([[1, 2, -1]]), np.array([[2, 3, 1]])) == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("name", ["flat", "hnsw-M16-ef_search64", "tree", IDS[3]])
+def test_reconstruct_returns_stored_vectors(name, built, clustered):
+    x, q, ids, _ = clustered
+    pick = ids[[5, 0, 77]]
+    np.testing.assert_allclose(built[name].reconstruct(pick), x[[5, 0, 77]], atol=1e-6)
+    with pytest.raises(KeyError):
+        built[name].reconstruct([3])
+
+
+def test_reconstruct_refused_for_code_only_indexes(built):
+    with pytest.raises(vi.VectorIndexError, match="no exact float vectors"):
+        built[IDS[2]].reconstruct([1000])

@@ -501,6 +501,28 @@ class VectorIndex:
         """The stored ids, sorted ascending, ``(len,)`` int64 (a copy)."""
         return self._ids.copy()
 
+    def reconstruct(self, ids) -> np.ndarray:
+        """The stored float vectors of ``ids``, ``(n, dim)`` float32, in the order given.
+
+        Available when the index keeps exact vectors: ``flat``, ``hnsw``, ``tree`` and any kind
+        built with ``rerank > 0``.  Raises ``KeyError`` for ids not in the index and
+        ``VectorIndexError`` for kinds that keep only codes (``ivf``, ``ivfpq``, ``lsh``).
+        """
+        ids = np.atleast_1d(np.asarray(ids, dtype=np.int64))
+        missing = ids[~np.isin(ids, self._ids)]
+        if missing.size:
+            raise KeyError(f"ids not in the index: {missing[:5].tolist()}")
+        if self._vectors is not None:
+            return np.asarray(self._vectors[self._rows(ids)], dtype=np.float32)
+        faiss = _faiss()
+        if isinstance(self._index, faiss.IndexIDMap2):
+            inner = faiss.downcast_index(self._index.index)
+            if isinstance(inner, (faiss.IndexFlat, faiss.IndexHNSWFlat)):
+                if ids.size == 0:
+                    return np.empty((0, self.dim), np.float32)
+                return self._index.reconstruct_batch(np.ascontiguousarray(ids)).astype(np.float32)
+        raise VectorIndexError(f"a {self.kind!r} index keeps no exact float vectors to reconstruct")
+
     def __contains__(self, image_id) -> bool:
         i = np.searchsorted(self._ids, image_id)
         return bool(i < len(self._ids) and self._ids[i] == image_id)
