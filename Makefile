@@ -31,11 +31,13 @@ setup: $(STAMP) data  ## create .venv, install requirements, obtain data and bui
 data: $(STAMP)  ## the Fashion-MNIST corpus and the platform database (idempotent)
 	$(PY) -m vs_lib data
 
-models: setup  ## train (or reuse) the three contrastive encoders
+models: setup  ## train (or reuse) the three contrastive encoders and the fine-tuned EfficientNet
 	@for p in $(MODELS); do $(PY) -m vs_lib train --positives $$p || exit 1; done
+	$(PY) -m vs_lib train --positives labels --backbone efficientnet
 
 index: models  ## embed and index every image in the database (incremental)
-	$(PY) -m vs_lib index
+	$(PY) -m vs_lib index --model labels
+	$(PY) -m vs_lib index --model self_supervised
 
 report: index  ## run every notebook (full profile) into reports/ (.ipynb + .html) and figures/
 	$(PY) -m vs_lib report --profile full
@@ -50,7 +52,7 @@ lab: setup  ## JupyterLab on notebooks/
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --allow-root --no-browser
 
 serve: index  ## the HTTP search service and web page on $(HOST):$(PORT)
-	$(PY) -m vs_lib serve --host $(HOST) --port $(PORT)
+	$(PY) -m vs_lib serve --host $(HOST) --port $(PORT) --model labels
 
 bench: index  ## every benchmark, JSON into reports/benchmarks/
 	@mkdir -p reports/benchmarks
