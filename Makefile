@@ -36,8 +36,8 @@ models: setup  ## train (or reuse) the three contrastive encoders and the fine-t
 	$(PY) -m vs_lib train --positives labels --backbone efficientnet
 
 index: models  ## embed and index every image in the database (incremental)
-	$(PY) -m vs_lib index --model labels
-	$(PY) -m vs_lib index --model self_supervised
+	$(PY) -m vs_lib index --rebuild-stale --model labels
+	$(PY) -m vs_lib index --rebuild-stale --model self_supervised
 
 report: index  ## run every notebook (full profile) into reports/ (.ipynb + .html) and figures/
 	$(PY) -m vs_lib report --profile full

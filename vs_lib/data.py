@@ -21,7 +21,7 @@ import sqlite3
 import urllib.request
 import warnings
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -98,14 +98,14 @@ class FashionMNIST:
     class_names: list[str] = field(default_factory=lambda: list(CLASS_NAMES))
     source: str = ""
 
-    @property
+    @cached_property
     def images(self) -> np.ndarray:
-        """All 70,000 images, train then test: ``images[i]`` has image id ``i``."""
-        return np.concatenate([self.train_images, self.test_images])
+        """All 70,000 images, train then test: ``images[i]`` has image id ``i`` (built once)."""
+        return _readonly(np.concatenate([self.train_images, self.test_images]))
 
-    @property
+    @cached_property
     def labels(self) -> np.ndarray:
-        return np.concatenate([self.train_labels, self.test_labels])
+        return _readonly(np.concatenate([self.train_labels, self.test_labels]))
 
     @property
     def ids(self) -> np.ndarray:
@@ -219,12 +219,14 @@ def _load_cached(dirs: tuple[Path, ...], mirrors: tuple[str, ...], download_dir:
     )
 
 
-def _assemble(arrays: dict[str, np.ndarray], source: str) -> FashionMNIST:
-    def ro(a: np.ndarray) -> np.ndarray:
-        a = np.ascontiguousarray(a)
-        a.setflags(write=False)
-        return a
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a)
+    a.setflags(write=False)
+    return a
 
+
+def _assemble(arrays: dict[str, np.ndarray], source: str) -> FashionMNIST:
+    ro = _readonly
     return FashionMNIST(
         train_images=ro(arrays["train-images-idx3-ubyte.gz"]),
         train_labels=ro(arrays["train-labels-idx1-ubyte.gz"]),

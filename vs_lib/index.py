@@ -910,6 +910,8 @@ def cli_add_arguments(parser) -> None:
     parser.add_argument("--kind", default="flat", help=f"index kind: one of {', '.join(KINDS)} or a FAISS factory string (default flat)")
     parser.add_argument("--path", default=None, help="index directory (default data/index/<model>-<kind>)")
     parser.add_argument("--rebuild", action="store_true", help="start from an empty index (after retraining the encoder)")
+    parser.add_argument("--rebuild-stale", action="store_true",
+                        help="rebuild automatically when the saved index was made by another encoder (make index uses it)")
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
 
 
@@ -923,10 +925,17 @@ def cli_main(args) -> int:
     path = Path(args.path) if args.path else default_index_path(args.model, args.kind)
     conn = data.connect()
     try:
-        result = sync_index(encoder, conn, path, kind=args.kind, rebuild=args.rebuild, batch_size=args.batch_size)
+        try:
+            result = sync_index(encoder, conn, path, kind=args.kind, rebuild=args.rebuild, batch_size=args.batch_size)
+        except IndexMismatchError as e:
+            if not args.rebuild_stale:
+                raise
+            # the encoder was retrained: embeddings of two models are not comparable, start over
+            print(f"{e}\nthe encoder changed since this index was built: rebuilding it from scratch")
+            result = sync_index(encoder, conn, path, kind=args.kind, rebuild=True, batch_size=args.batch_size)
     finally:
         conn.close()
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2, default=str))
     return 0
 
 
