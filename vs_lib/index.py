@@ -126,6 +126,14 @@ def auto_nlist(n: int) -> int:
 class VectorIndex:
     """One interface over exact and approximate nearest-neighbour indexes (see module doc)."""
 
+    def __new__(cls, dim: int | None = None, kind: str = "flat", *args: Any, **kwargs: Any):
+        # kind="milvus": the Milvus backend (vs_lib.milvus_index) behind this same interface
+        if cls is VectorIndex and kind == "milvus":
+            from .milvus_index import MilvusIndex
+
+            return MilvusIndex(dim, kind, *args, **kwargs)
+        return super().__new__(cls)
+
     def __init__(self, dim: int, kind: str = "flat", metric: str = "ip", *, fingerprint: str | None = None, **params: Any):
         if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim <= 0:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
@@ -617,6 +625,10 @@ class VectorIndex:
         faiss = _faiss()
         path = Path(path)
         m = cls.read_manifest(path)
+        if m["kind"] == "milvus":  # the vectors live in a Milvus store named by the manifest
+            from .milvus_index import MilvusIndex
+
+            return MilvusIndex.load(path, expected_dim, expected_fingerprint)
         if expected_dim is not None and int(m["dim"]) != int(expected_dim):
             raise IndexMismatchError(
                 f"index at {path} has dimension {m['dim']}, but the encoder in use produces {expected_dim}; rebuild the index"
