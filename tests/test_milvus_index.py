@@ -21,32 +21,13 @@ DIM, N = ti.DIM, ti.N
 MILVUS_CASE = [("milvus", {}, 0.999)]  # FLAT in Milvus: exact
 
 
-class Dispatch:
-    """``VectorIndex`` as the tests call it, sending ``kind="milvus"`` to :class:`MilvusIndex`
-    (what ``index.VectorIndex`` itself does once it dispatches)."""
-
-    def __new__(cls, dim, kind="flat", *args, **kwargs):
-        if kind == "milvus":
-            return MilvusIndex(dim, kind, *args, **kwargs)
-        return VectorIndex(dim, kind, *args, **kwargs)
-
-    @staticmethod
-    def load(path, *args, **kwargs):
-        if VectorIndex.read_manifest(path)["kind"] == "milvus":
-            return MilvusIndex.load(path, *args, **kwargs)
-        return VectorIndex.load(path, *args, **kwargs)
-
-    read_manifest = staticmethod(VectorIndex.read_manifest)
-
-
 @pytest.fixture
 def shared(monkeypatch, tmp_path):
     """Point test_index's functions at a Milvus case; Milvus Lite files under tmp_path."""
     monkeypatch.setenv("VS_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setattr(ti, "CASES", MILVUS_CASE)
     monkeypatch.setattr(ti, "IDS", ["milvus"])
-    monkeypatch.setattr(ti, "VectorIndex", Dispatch)
-    return ti
+    return ti  # test_index's functions call VectorIndex(DIM, "milvus"), which dispatches to MilvusIndex
 
 
 @pytest.fixture
@@ -75,6 +56,18 @@ def test_mismatched_dimension_or_fingerprint_refused(shared, built, tmp_path):
 
 
 # ---------------------------------------------------------------------- Milvus specifics
+def test_vector_index_dispatches_to_milvus(shared, clustered, tmp_path):
+    x, q, ids, _ = clustered
+    idx = VectorIndex(DIM, "milvus", fingerprint="enc-1", index_type="FLAT")
+    assert isinstance(idx, MilvusIndex) and idx.kind == "milvus" and idx.fingerprint == "enc-1"
+    idx.add(x[:100], ids[:100]).save(tmp_path / "m")
+    back = VectorIndex.load(tmp_path / "m", expected_dim=DIM, expected_fingerprint="enc-1")
+    assert isinstance(back, MilvusIndex) and len(back) == 100
+    with pytest.raises(IndexMismatchError):
+        VectorIndex.load(tmp_path / "m", expected_fingerprint="enc-2")
+    assert type(VectorIndex(DIM, "flat")) is VectorIndex  # the FAISS kinds are untouched
+
+
 def test_scores_are_inner_products_and_match_faiss(built, clustered):
     x, q, ids, truth = clustered
     scores, found = built["milvus"].search(q, 5)
@@ -184,7 +177,6 @@ def test_hnsw_index_type_and_search_params(shared, clustered):
 
 def test_sync_index_runs_on_milvus(shared, tmp_path, monkeypatch):
     """The indexing pipeline (and so the serving layer, which calls it) on kind='milvus'."""
-    monkeypatch.setattr(vi, "VectorIndex", Dispatch)
     conn = ti._platform(tmp_path, list(range(0, 200)) + list(range(60000, 60050)))
     enc = ti.FakeEncoder()
     path = vi.default_index_path(enc.name, "milvus")
@@ -194,7 +186,7 @@ def test_sync_index_runs_on_milvus(shared, tmp_path, monkeypatch):
     conn.commit()
     second = vi.sync_index(enc, conn, path, kind="milvus", progress=False)
     assert (second["added"], second["removed"], second["total"]) == (0, 2, 248)
-    idx = Dispatch.load(path, expected_dim=enc.dim, expected_fingerprint=enc.fingerprint)
+    idx = VectorIndex.load(path, expected_dim=enc.dim, expected_fingerprint=enc.fingerprint)
     assert isinstance(idx, MilvusIndex) and 3 not in idx and len(idx) == 248
 
     class Other(ti.FakeEncoder):
@@ -214,7 +206,6 @@ def test_search_service_runs_on_milvus(tmp_path, monkeypatch):
     from vs_lib import data, serving
 
     monkeypatch.setenv("VS_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr(vi, "VectorIndex", Dispatch)
     paths = serving.build_small_platform(tmp_path / "platform", n_images=400, dim=32)
     ipath = tmp_path / "index" / "milvus"
     kwargs = dict(index_kind="milvus", db_path=paths["db"], index_path=ipath, store_dir=tmp_path / "objects", progress=False)
