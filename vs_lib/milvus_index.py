@@ -224,6 +224,8 @@ class MilvusIndex:
             if done:  # all or nothing: take back the batches already written
                 self.client.delete(self.collection, ids=ids[:done].tolist())
             raise
+        if len(x) >= _INSERT_BATCH:
+            self.flush()  # seal the segment: searches then use its index, not a slow scan of a growing segment
         self._ids = np.sort(np.concatenate([self._ids, ids]))
         self.build_seconds += time.perf_counter() - t0
         return self
