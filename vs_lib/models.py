@@ -183,7 +183,7 @@ def build_network(arch: dict[str, Any], pretrained: bool | None = None) -> nn.Mo
                    image_size=arch.get("image_size", 28))
     if kind == "efficientnet":
         pre = arch.get("pretrained", True) if pretrained is None else pretrained
-        return EfficientNetEmbed(image_size=arch.get("image_size", 64), dim=arch.get("dim"), pretrained=pre)
+        return EfficientNetEmbed(image_size=arch.get("image_size", 32), dim=arch.get("dim"), pretrained=pre)
     if kind == "pixels":
         return Flatten()
     if kind == "pca":
