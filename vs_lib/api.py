@@ -234,7 +234,8 @@ def cli_add_arguments(parser) -> None:
     parser.add_argument("--model", default=None,
                         help=f"encoder name in data/models/ or a path to a .pt file "
                              f"(default: the first of {', '.join(DEFAULT_MODELS)} that exists)")
-    parser.add_argument("--index-kind", default="flat", help="VectorIndex kind (flat, ivf, hnsw, ...; default flat)")
+    parser.add_argument("--index-kind", "--index", dest="index_kind", default="flat",
+                        help="VectorIndex kind (flat, ivf, hnsw, milvus, ...; default flat)")
     parser.add_argument("--index-path", type=Path, default=None,
                         help="index directory (default data/index/<model>-<kind>); rebuilt if made by another encoder")
     parser.add_argument("--db", type=Path, default=None, help="platform database (default data/visual_search.db)")
