@@ -298,15 +298,20 @@ class VectorIndex:
         return self
 
     # ------------------------------------------------------------------ add / remove
-    def add(self, embeddings, ids) -> "VectorIndex":
-        """Add ``(n, dim)`` float32 embeddings under unique int64 ``ids`` not yet in the index."""
+    def _check_new(self, embeddings, ids) -> tuple[np.ndarray, np.ndarray]:
+        """Validated ``(embeddings, ids)`` for an add; refuses ids already stored."""
         x = self._check_vectors(embeddings, "embeddings")
         ids = self._check_ids(ids, len(x))
-        if len(x) == 0:
-            return self
         present = ids[np.isin(ids, self._ids, assume_unique=True)]
         if present.size:
             raise ValueError(f"ids already in the index: {present[:5].tolist()}{' ...' if present.size > 5 else ''}; remove them first")
+        return x, ids
+
+    def add(self, embeddings, ids) -> "VectorIndex":
+        """Add ``(n, dim)`` float32 embeddings under unique int64 ``ids`` not yet in the index."""
+        x, ids = self._check_new(embeddings, ids)
+        if len(x) == 0:
+            return self
         if self.kind == "tree" and self.metric == "ip":
             norms = np.linalg.norm(x, axis=1)
             if np.abs(norms - 1).max() > 1e-3:

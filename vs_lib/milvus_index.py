@@ -105,6 +105,7 @@ class MilvusIndex:
     # the same validation (shapes, NaN, id rules, messages) as the FAISS kinds
     _check_vectors = VectorIndex._check_vectors
     _check_ids = VectorIndex._check_ids
+    _check_new = VectorIndex._check_new
 
     def __init__(
         self,
@@ -206,13 +207,9 @@ class MilvusIndex:
 
     def add(self, embeddings, ids) -> "MilvusIndex":
         """Insert ``(n, dim)`` float32 embeddings under unique int64 ``ids`` not yet stored."""
-        x = self._check_vectors(embeddings, "embeddings")
-        ids = self._check_ids(ids, len(x))
+        x, ids = self._check_new(embeddings, ids)
         if len(x) == 0:
             return self
-        present = ids[np.isin(ids, self._ids, assume_unique=True)]
-        if present.size:
-            raise ValueError(f"ids already in the index: {present[:5].tolist()}{' ...' if present.size > 5 else ''}; remove them first")
         t0 = time.perf_counter()
         done = 0
         try:
