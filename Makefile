@@ -9,6 +9,10 @@ STAMP := $(VENV)/.installed-stamp
 export NUMBA_CACHE_DIR ?= $(CURDIR)/data/.numba_cache
 export MPLBACKEND ?= Agg
 export PYTHONUNBUFFERED := 1
+# progress bars: live on a terminal, one line per 10 s when logged to a file (CI, nohup)
+ifeq ($(shell test -t 2 && echo tty),)
+export TQDM_MININTERVAL ?= 10
+endif
 
 MODELS := self_supervised labels clicks
 PYTEST_ARGS ?=
