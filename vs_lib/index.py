@@ -307,6 +307,14 @@ class VectorIndex:
             raise ValueError(f"ids already in the index: {present[:5].tolist()}{' ...' if present.size > 5 else ''}; remove them first")
         return x, ids
 
+    def _check_present(self, ids) -> np.ndarray:
+        """Validated ids for a removal; refuses ids that are not stored."""
+        ids = self._check_ids(ids)
+        missing = ids[~np.isin(ids, self._ids, assume_unique=True)]
+        if missing.size:
+            raise ValueError(f"ids not in the index: {missing[:5].tolist()}{' ...' if missing.size > 5 else ''}")
+        return ids
+
     def add(self, embeddings, ids) -> "VectorIndex":
         """Add ``(n, dim)`` float32 embeddings under unique int64 ``ids`` not yet in the index."""
         x, ids = self._check_new(embeddings, ids)
@@ -332,12 +340,9 @@ class VectorIndex:
 
     def remove(self, ids) -> int:
         """Remove ``ids`` (all must be present) and return how many were removed."""
-        ids = self._check_ids(ids)
+        ids = self._check_present(ids)
         if ids.size == 0:
             return 0
-        missing = ids[~np.isin(ids, self._ids, assume_unique=True)]
-        if missing.size:
-            raise ValueError(f"ids not in the index: {missing[:5].tolist()}{' ...' if missing.size > 5 else ''}")
         keep = ~np.isin(self._ids, ids, assume_unique=True)
         if self._index is not None:
             faiss = _faiss()

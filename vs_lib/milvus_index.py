@@ -106,6 +106,7 @@ class MilvusIndex:
     _check_vectors = VectorIndex._check_vectors
     _check_ids = VectorIndex._check_ids
     _check_new = VectorIndex._check_new
+    _check_present = VectorIndex._check_present
 
     def __init__(
         self,
@@ -229,12 +230,9 @@ class MilvusIndex:
 
     def remove(self, ids) -> int:
         """Delete ``ids`` (all must be stored) and return how many were removed."""
-        ids = self._check_ids(ids)
+        ids = self._check_present(ids)
         if ids.size == 0:
             return 0
-        missing = ids[~np.isin(ids, self._ids, assume_unique=True)]
-        if missing.size:
-            raise ValueError(f"ids not in the index: {missing[:5].tolist()}{' ...' if missing.size > 5 else ''}")
         for s in range(0, len(ids), _INSERT_BATCH):
             self.client.delete(self.collection, ids=ids[s:s + _INSERT_BATCH].tolist())
         self._ids = self._ids[~np.isin(self._ids, ids, assume_unique=True)]
