@@ -85,7 +85,7 @@ def test_short_training_lowers_loss(tiny_data, positives):
         p = np.array([rng.choice(same[labels[i]]) for i in q])
         pairs = np.stack([q, p], 1)
     cfg = _tiny_cfg(positives, epochs=6, projection_dim=16 if positives == "self_supervised" else None,
-                    augment=train.SSL_AUGMENT if positives == "self_supervised" else train.LIGHT_AUGMENT)
+                    augment=train.STRONG_AUGMENT if positives == "self_supervised" else train.LIGHT_AUGMENT)
     enc = train.train_encoder(cfg, imgs, labels, click_pairs=pairs, progress=False)
     losses = [h["loss"] for h in enc.metadata["history"]]
     assert len(losses) >= 4
@@ -220,3 +220,51 @@ def test_epochs_and_minutes_whichever_first(tiny_data):
     imgs, labels = tiny_data
     enc = train.train_encoder(_tiny_cfg(epochs=50, minutes=0.02), imgs, labels, progress=False)
     assert enc.metadata["train_seconds"] < 5 and enc.metadata["epochs"] < 50
+
+
+def test_mine_neighbours_matches_sklearn_brute_force():
+    from sklearn.neighbors import NearestNeighbors
+
+    E = _unit(500, 12, 3).numpy()
+    got = train.mine_neighbours(E, k=4, chunk=64)  # several chunks, self excluded
+    nn = NearestNeighbors(n_neighbors=5, metric="cosine", algorithm="brute").fit(E)
+    ref = nn.kneighbors(E, return_distance=False)
+    assert (got != np.arange(500)[:, None]).all()
+    # sklearn lists the point itself first; ties are measure-zero with random vectors
+    np.testing.assert_array_equal(got, ref[:, 1:])
+    with pytest.raises(ValueError, match="k must be"):
+        train.mine_neighbours(E, k=500)
+
+
+def test_neighbour_positives_come_from_the_mined_lists_and_mask_duplicates(tiny_data):
+    imgs, labels = tiny_data
+    cfg = _tiny_cfg("self_supervised", neighbours="pixels", neighbour_k=3, neighbour_prob=0.5,
+                    negatives="both_views", projection_dim=16)
+    sampler = train._PairSampler(cfg, labels, len(imgs), np.random.default_rng(0))
+    sampler.neighbours = train.mine_neighbours(_unit(len(imgs), 8, 5).numpy(), 3)
+    n_neighbour = 0
+    for q, p, mask in sampler.epoch():
+        own = p == q
+        assert all(p[i] in sampler.neighbours[q[i]] for i in np.flatnonzero(~own))
+        n_neighbour += int((~own).sum())
+        ids = np.concatenate([q, p])
+        assert mask.shape == (2 * len(q), 2 * len(q))
+        np.testing.assert_array_equal(mask.numpy(), ids[:, None] == ids[None, :])
+    assert 0.3 < n_neighbour / (len(imgs) // 32 * 32) < 0.7  # about neighbour_prob of the pairs
+    with pytest.raises(ValueError, match="self_supervised option"):
+        _tiny_cfg("labels", neighbours="pixels")
+
+
+def test_training_with_neighbour_positives(tiny_data):
+    imgs, labels = tiny_data
+    cfg = _tiny_cfg("self_supervised", epochs=4, projection_dim=16, augment=train.STRONG_AUGMENT,
+                    negatives="both_views", neighbours="pixels", neighbour_k=3)
+    enc = train.train_encoder(cfg, imgs, labels, progress=False)
+    losses = [h["loss"] for h in enc.metadata["history"]]
+    assert np.mean(losses[-2:]) < np.mean(losses[:2])
+    mining = enc.metadata["neighbour_mining"]
+    assert mining["source"] == "pixels" and mining["k"] == 3 and 0 < mining["seconds"] <= enc.metadata["train_seconds"]
+    # the two tiny classes are far apart in pixels: the mined neighbours share the class
+    assert mining["same_class"] > 0.95
+    plain = train.train_encoder(_tiny_cfg("self_supervised", epochs=1, projection_dim=16), imgs, labels, progress=False)
+    assert plain.metadata["neighbour_mining"] == {}
