@@ -102,3 +102,40 @@ def test_show_matrix_and_histogram_draw():
     ax2 = features.show_histogram(a)
     assert "mean 7.50" in ax2.get_title()
     plt.close("all")
+
+
+def test_hog_features_ignore_brightness_and_tell_edge_directions_apart():
+    vertical = np.zeros((28, 28), np.uint8)
+    vertical[:, 10:18] = 200  # a bright vertical bar: horizontal gradients
+    horizontal = vertical.T.copy()
+    shifted = np.roll(vertical, 1, axis=1)
+    h = features.hog_features(np.stack([vertical, vertical // 2, horizontal, shifted]))
+    assert h.dtype == np.float32 and h.shape[0] == 4
+    np.testing.assert_allclose(np.linalg.norm(h, axis=1), 1.0, rtol=1e-5)
+    assert h[0] @ h[1] > 0.999  # half the brightness: same block-normalised gradients
+    assert h[0] @ h[3] > 0.99  # moved by a pixel, within the same cells: the same edges
+    assert h[0] @ h[2] < 0.5  # the same bar turned 90 degrees: different directions
+    with pytest.raises(ValueError, match="grayscale"):
+        features.hog_features(np.zeros((2, 28, 28, 3), np.uint8))
+
+
+def test_hog_features_match_scikit_image():
+    from skimage.feature import hog
+
+    rng = np.random.default_rng(1)
+    imgs = rng.integers(0, 256, (6, 28, 28)).astype(np.uint8)
+    imgs[:3, 5:20, 8:14] = 255  # some images with large flat areas and straight edges
+    imgs[3:, :, :] //= 4
+    imgs = np.concatenate([imgs, rng.integers(0, 256, (2, 33, 30)).astype(np.uint8)[:, :28, :28]])
+    ref = np.stack([hog(im, orientations=9, pixels_per_cell=(4, 4), cells_per_block=(2, 2), block_norm="L2-Hys")
+                    for im in imgs])
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    got = features.hog_features(imgs, chunk=3)  # several chunks
+    assert got.shape == ref.shape == (len(imgs), 6 * 6 * 4 * 9)
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+    odd = rng.integers(0, 256, (2, 30, 21)).astype(np.uint8)  # sizes not a multiple of the cell
+    ref_odd = np.stack([hog(im, pixels_per_cell=(8, 8), cells_per_block=(2, 2)) for im in odd])
+    ref_odd /= np.linalg.norm(ref_odd, axis=1, keepdims=True)
+    np.testing.assert_allclose(features.hog_features(odd, cell=8), ref_odd, atol=1e-6)
+    with pytest.raises(ValueError, match="too small"):
+        features.hog_features(np.zeros((1, 6, 6), np.uint8))

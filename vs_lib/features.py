@@ -21,6 +21,9 @@ Augmentations for self-supervised views (:class:`BatchAugment`) are applied to w
 batches of preprocessed tensors at once (one affine warp per image via ``affine_grid``),
 which is what lets a small CNN train at thousands of images per second on two cores.
 
+Hand-crafted features: :func:`hog_features`, histograms of oriented gradients (edge
+directions per small cell), a classic descriptor of shape.
+
 Helpers for the notebook: :func:`show_matrix` draws an image as the matrix of its values,
 :func:`show_histogram` the distribution of its values.
 """
@@ -326,6 +329,49 @@ AUGMENTATIONS = ("crop", "flip", "rotate", "translate", "brightness", "contrast"
 
 
 # --------------------------------------------------------------------------- pictures
+def hog_features(images: np.ndarray, cell: int = 4, orientations: int = 9, chunk: int = 4096) -> np.ndarray:
+    """(n, d) float32, L2-normalised HOG descriptors of grayscale uint8 images ``(n, H, W)``.
+
+    Histograms of oriented gradients (Dalal & Triggs 2005), as scikit-image's ``hog`` with
+    ``pixels_per_cell=(cell, cell)``, ``cells_per_block=(2, 2)``, ``block_norm="L2-Hys"``:
+    central-difference gradients; each pixel votes its gradient magnitude into one of
+    ``orientations`` unsigned direction bins of its cell; each 2 x 2 block of cells is
+    L2-normalised, clipped at 0.2 and normalised again.  Computed for whole batches with
+    tensor operations (about 100x faster than calling ``hog`` per image; the tests compare
+    the two).  A description of edges and outline that ignores overall brightness.
+    """
+    a = np.asarray(images)
+    if a.ndim != 3:
+        raise ValueError(f"hog_features needs grayscale images (n, H, W), got shape {a.shape}")
+    n, H, W = a.shape
+    ch, cw = H // cell, W // cell
+    if ch < 2 or cw < 2:
+        raise ValueError(f"images of {H} x {W} are too small for 2 x 2 blocks of {cell}-pixel cells")
+    out = np.empty((n, (ch - 1) * (cw - 1) * 4 * orientations), dtype=np.float32)
+    eps2 = 1e-10
+    with torch.inference_mode():
+        for s in range(0, n, chunk):
+            x = torch.tensor(a[s:s + chunk], dtype=torch.float64)
+            g_row, g_col = torch.zeros_like(x), torch.zeros_like(x)
+            g_row[:, 1:-1, :] = x[:, 2:, :] - x[:, :-2, :]
+            g_col[:, :, 1:-1] = x[:, :, 2:] - x[:, :, :-2]
+            angle = torch.remainder(torch.rad2deg(torch.atan2(g_row, g_col)), 180.0)
+            bins = torch.clamp(torch.floor(angle / (180.0 / orientations)).long(), 0, orientations - 1)
+            votes = torch.zeros(*x.shape, orientations, dtype=torch.float64)
+            votes.scatter_(3, bins.unsqueeze(3), torch.hypot(g_row, g_col).unsqueeze(3))
+            cells = votes[:, :ch * cell, :cw * cell].reshape(len(x), ch, cell, cw, cell, orientations)
+            cells = cells.sum((2, 4)) / (cell * cell)
+            # blocks of 2 x 2 cells, laid out (block row, block col, cell row, cell col, bin) like scikit-image
+            blocks = torch.stack([torch.stack([cells[:, r:r + ch - 1, c:c + cw - 1] for c in (0, 1)], 3)
+                                  for r in (0, 1)], 3).reshape(len(x), ch - 1, cw - 1, -1)
+            blocks = blocks / torch.sqrt((blocks ** 2).sum(-1, keepdim=True) + eps2)
+            blocks = torch.clamp(blocks, max=0.2)
+            blocks = blocks / torch.sqrt((blocks ** 2).sum(-1, keepdim=True) + eps2)
+            out[s:s + len(x)] = blocks.reshape(len(x), -1).numpy()
+    out /= np.linalg.norm(out, axis=1, keepdims=True) + 1e-12
+    return out
+
+
 def show_matrix(image: np.ndarray, ax=None, fmt: str | None = None, fontsize: float | None = None,
                 cmap: str = "gray", title: str | None = None):
     """Draw a 2-D image as the matrix of its values: every pixel a cell with its number.
