@@ -255,6 +255,22 @@ def test_neighbour_positives_come_from_the_mined_lists_and_mask_duplicates(tiny_
         _tiny_cfg("labels", neighbours="pixels")
 
 
+def test_neighbour_features_sources(tiny_data):
+    imgs, labels = tiny_data
+    pixels = train.neighbour_features(imgs, "pixels")
+    both = train.neighbour_features(imgs, "hog_pixels")
+    assert len(pixels) == len(both) == len(imgs) and both.shape[1] == pixels.shape[1] + 64
+    np.testing.assert_allclose(np.linalg.norm(both, axis=1), 1.0, rtol=1e-5)
+    # half of each row is the (unit) pixel part, half the (unit) HOG part
+    np.testing.assert_allclose(np.linalg.norm(both[:, :pixels.shape[1]], axis=1), np.sqrt(0.5), rtol=1e-4)
+    nb = train.mine_neighbours(both, 3)
+    assert (labels[nb] == labels[:, None]).mean() > 0.95
+    with pytest.raises(ValueError, match="source"):
+        train.neighbour_features(imgs, "labels")
+    with pytest.raises(ValueError, match="neighbours"):
+        _tiny_cfg("self_supervised", neighbours="clicks")
+
+
 def test_training_with_neighbour_positives(tiny_data):
     imgs, labels = tiny_data
     cfg = _tiny_cfg("self_supervised", epochs=4, projection_dim=16, augment=train.STRONG_AUGMENT,
