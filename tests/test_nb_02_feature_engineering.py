@@ -13,3 +13,8 @@ def test_feature_engineering_notebook(run_notebook):
     assert abs(r["zscore_mean_train"]) < 0.05 and r["zscore_std_train"] == pytest.approx(1.0, abs=0.05)
     assert r["preprocess_images_per_second"] > 1000
     assert len(r["augmentations"]) == 7
+    assert r["hog_dim"] == 6 * 6 * 4 * 9
+    by = r["retrieval_by_features"]
+    assert set(by) == {"raw pixels", "PCA-128 of pixels", "HOG", "PCA-128 + HOG"}
+    # every feature retrieves far above chance (0.1 on ten balanced classes)
+    assert all(0.6 < row["P@1"] <= 1 and 0 < row["P@10"] <= 1 for row in by.values())
