@@ -20,9 +20,9 @@ def test_embedding_model_notebook(run_notebook):
     assert r["methods"]["labels"]["MAP@R"] > r["methods"]["pixels"]["MAP@R"]
     assert r["click_pairs"] > 1000 and 0.3 < r["click_same_class_rate"] < 1
     assert len(r["targets"]) == 5
-    # the self-supervision experiment: three trained arms plus the two reference rows
+    # the self-supervision experiment: four trained arms plus the two reference rows
     arms = r["self_supervised_ablation"]
-    assert len(arms) == 5 and all(0 <= a["MAP@R"] <= a["P@1"] <= 1 for a in arms.values())
-    assert sum(a["train seconds"] > 0 for a in arms.values()) == 4  # all but raw pixels trained
+    assert len(arms) == 6 and all(0 <= a["MAP@R"] <= a["P@1"] <= 1 for a in arms.values())
+    assert sum(a["train seconds"] > 0 for a in arms.values()) == 5  # all but raw pixels trained
     mining = r["neighbour_mining"]
-    assert mining["source"] == "pixels" and mining["k"] == 5 and 0.3 < mining["same_class"] <= 1
+    assert mining["source"] == "hog_pixels" and mining["k"] == 5 and 0.3 < mining["same_class"] <= 1
