@@ -328,7 +328,7 @@ class BatchAugment:
 AUGMENTATIONS = ("crop", "flip", "rotate", "translate", "brightness", "contrast", "erase")
 
 
-# --------------------------------------------------------------------------- pictures
+# --------------------------------------------------------------------------- hand-crafted features
 def hog_features(images: np.ndarray, cell: int = 4, orientations: int = 9, chunk: int = 4096) -> np.ndarray:
     """(n, d) float32, L2-normalised HOG descriptors of grayscale uint8 images ``(n, H, W)``.
 
@@ -372,6 +372,7 @@ def hog_features(images: np.ndarray, cell: int = 4, orientations: int = 9, chunk
     return out
 
 
+# --------------------------------------------------------------------------- pictures
 def show_matrix(image: np.ndarray, ax=None, fmt: str | None = None, fontsize: float | None = None,
                 cmap: str = "gray", title: str | None = None):
     """Draw a 2-D image as the matrix of its values: every pixel a cell with its number.

@@ -322,18 +322,11 @@ def neighbour_features(images: np.ndarray, source: str) -> np.ndarray:
 
 def mine_neighbours(embeddings: np.ndarray | torch.Tensor, k: int, chunk: int = 2048) -> np.ndarray:
     """(n, k) int64: each row's k most similar other rows (exact inner product, self excluded)."""
-    E = torch.as_tensor(np.ascontiguousarray(embeddings, dtype=np.float32)) if isinstance(embeddings, np.ndarray) \
-        else embeddings.float().contiguous()
-    n = len(E)
-    if not 1 <= k < n:
-        raise ValueError(f"k must be in [1, {n - 1}], got {k}")
-    out = np.empty((n, k), dtype=np.int64)
-    with torch.inference_mode():
-        for s in range(0, n, chunk):
-            sims = E[s:s + chunk] @ E.T
-            sims[torch.arange(len(sims)), torch.arange(s, s + len(sims))] = float("-inf")
-            out[s:s + len(sims)] = torch.topk(sims, k, dim=1).indices.numpy()
-    return out
+    E = np.ascontiguousarray(embeddings.detach().cpu().numpy() if isinstance(embeddings, torch.Tensor) else embeddings,
+                             dtype=np.float32)
+    if not 1 <= k < len(E):
+        raise ValueError(f"k must be in [1, {len(E) - 1}], got {k}")
+    return nearest(E, E, k, chunk=chunk, exclude_self=True)
 
 
 def _lr_factor(progress: float, warmup: float) -> float:
@@ -612,14 +605,22 @@ def ranking_metrics(Q: np.ndarray, q_labels: np.ndarray, G: np.ndarray, g_labels
     return {"P@1": p1 / nq, f"P@{k}": pk / nq, f"mAP@{k}": apk / nq, "MAP@R": mapr / nq}
 
 
-def nearest(Q: np.ndarray, G: np.ndarray, k: int = 10, chunk: int = 1000) -> np.ndarray:
-    """(n, k) indices into ``G`` of each query's k most similar rows (exact inner product)."""
+def nearest(Q: np.ndarray, G: np.ndarray, k: int = 10, chunk: int = 1000, exclude_self: bool = False) -> np.ndarray:
+    """(n, k) indices into ``G`` of each query's k most similar rows (exact inner product).
+
+    ``exclude_self``: ``Q`` is ``G`` (row i of ``Q`` is row i of ``G``), and a row is never
+    its own neighbour."""
+    if exclude_self and len(Q) != len(G):
+        raise ValueError(f"exclude_self needs Q to be G, got {len(Q)} and {len(G)} rows")
     Gt = torch.from_numpy(np.ascontiguousarray(G, dtype=np.float32))
-    out = np.empty((len(Q), min(k, len(G))), dtype=np.int64)
+    out = np.empty((len(Q), min(k, len(G) - exclude_self)), dtype=np.int64)
     with torch.inference_mode():
         for s in range(0, len(Q), chunk):
             q = torch.from_numpy(np.ascontiguousarray(Q[s:s + chunk], dtype=np.float32))
-            out[s:s + len(q)] = torch.topk(q @ Gt.T, out.shape[1], dim=1).indices.numpy()
+            sims = q @ Gt.T
+            if exclude_self:
+                sims[torch.arange(len(q)), torch.arange(s, s + len(q))] = float("-inf")
+            out[s:s + len(q)] = torch.topk(sims, out.shape[1], dim=1).indices.numpy()
     return out
 
 
