@@ -278,3 +278,22 @@ def test_cli_data_prints_sources_and_counts(tmp_path):
 def test_cli_help_lists_subcommands():
     out = subprocess.run([sys.executable, "-m", "vs_lib", "--help"], capture_output=True, text=True, check=True).stdout
     assert "data" in out and "report" in out
+
+
+def test_storage_keys_name_the_pixels(ds, tmp_path, monkeypatch):
+    np.testing.assert_array_equal(data.load_pixels("fashion-mnist/train/7"), ds.train_images[7])
+    np.testing.assert_array_equal(data.load_pixels("fashion-mnist/test/3"), ds.test_images[3])
+    for bad in ("fashion-mnist/train/60000", "fashion-mnist/valid/1", "fashion-mnist/train/x"):
+        with pytest.raises(data.UnknownImageError):
+            data.load_pixels(bad)
+    monkeypatch.setenv("VS_DATA_DIR", str(tmp_path))
+    from PIL import Image
+
+    (tmp_path / "objects" / "uploads").mkdir(parents=True)
+    rgba = np.zeros((5, 4, 4), np.uint8)
+    rgba[..., 0] = 200
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "objects" / "uploads" / "a.png")
+    got = data.load_pixels("uploads/a.png")
+    assert got.shape == (5, 4) and got.dtype == np.uint8  # RGBA is read as L
+    with pytest.raises(FileNotFoundError):
+        data.load_pixels("uploads/missing.png")

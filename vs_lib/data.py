@@ -569,20 +569,41 @@ def objects_dir() -> Path:
     return config.data_dir() / "objects"
 
 
-def load_image(conn: sqlite3.Connection, image_id: int) -> np.ndarray:
-    """Pixels of one image by id: uint8 ``(H, W)`` or ``(H, W, C)``.
+CORPUS_PREFIX = "fashion-mnist/"  # storage keys of the corpus: fashion-mnist/<train|test>/<row>
 
-    Corpus images come from the dataset arrays; uploads from the object store.
+
+def is_corpus_key(storage_key: str) -> bool:
+    """True for a Fashion-MNIST corpus image's storage key (pixels in the dataset arrays)."""
+    return str(storage_key).startswith(CORPUS_PREFIX)
+
+
+def load_pixels(storage_key: str) -> np.ndarray:
+    """The pixels an image's storage key names: uint8 ``(H, W)`` or ``(H, W, 3)``.
+
+    This is the library's one way from a storage key to pixels. ``fashion-mnist/<split>/<row>``
+    reads the dataset arrays; any other key is a file in the object store
+    (:func:`objects_dir`), decoded to ``L`` or ``RGB``. Raises :class:`UnknownImageError` for a
+    malformed corpus key and ``FileNotFoundError`` when the object file is missing.
     """
-    key = image_row(conn, image_id)["storage_key"]
-    if key.startswith("fashion-mnist/"):
-        _, split, j = key.split("/")
+    key = str(storage_key)
+    if is_corpus_key(key):
+        parts = key.split("/")
+        if len(parts) != 3 or parts[1] not in ("train", "test") or not parts[2].isdigit():
+            raise UnknownImageError(f"malformed corpus storage key {key!r}: expected fashion-mnist/<train|test>/<row>")
         ds = load_fashion_mnist()
-        return (ds.train_images if split == "train" else ds.test_images)[int(j)]
+        arr = ds.train_images if parts[1] == "train" else ds.test_images
+        if int(parts[2]) >= len(arr):
+            raise UnknownImageError(f"corpus storage key {key!r} is past the {len(arr)} {parts[1]} images")
+        return arr[int(parts[2])]
     from PIL import Image
 
     with Image.open(objects_dir() / key) as im:
         return np.asarray(im.convert("L") if im.mode not in ("L", "RGB") else im).copy()
+
+
+def load_image(conn: sqlite3.Connection, image_id: int) -> np.ndarray:
+    """Pixels of one image by id (its row's storage key through :func:`load_pixels`)."""
+    return load_pixels(image_row(conn, image_id)["storage_key"])
 
 
 def delete_image(conn: sqlite3.Connection, image_id: int) -> None:

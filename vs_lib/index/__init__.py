@@ -61,7 +61,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from . import __version__, config
+from .. import __version__, config
 
 KINDS = ("flat", "ivf", "ivfpq", "hnsw", "lsh", "tree")
 METRICS = ("ip", "l2")
@@ -129,7 +129,7 @@ class VectorIndex:
     def __new__(cls, dim: int | None = None, kind: str = "flat", *args: Any, **kwargs: Any):
         # kind="milvus": the Milvus backend (vs_lib.milvus_index) behind this same interface
         if cls is VectorIndex and kind == "milvus":
-            from .milvus_index import MilvusIndex
+            from ..milvus_index import MilvusIndex
 
             return MilvusIndex(dim, kind, *args, **kwargs)
         return super().__new__(cls)
@@ -636,7 +636,7 @@ class VectorIndex:
         path = Path(path)
         m = cls.read_manifest(path)
         if m["kind"] == "milvus":  # the vectors live in a Milvus store named by the manifest
-            from .milvus_index import MilvusIndex
+            from ..milvus_index import MilvusIndex
 
             return MilvusIndex.load(path, expected_dim, expected_fingerprint)
         if expected_dim is not None and int(m["dim"]) != int(expected_dim):
@@ -836,7 +836,7 @@ def default_index_path(model_name: str = DEFAULT_MODEL, kind: str = "flat") -> P
 def _image_batches(conn, ids: np.ndarray, batch: int) -> Iterable[tuple[np.ndarray, list]]:
     """Yield (ids, images) chunks; corpus ids come from the Fashion-MNIST arrays, others from
     ``data.load_image``."""
-    from . import data
+    from .. import data
 
     corpus_images = None  # FashionMNIST.images concatenates on every access: take it once
     for s in range(0, len(ids), batch):
@@ -881,7 +881,7 @@ def sync_index(
     """
     from tqdm.auto import tqdm
 
-    from . import data
+    from .. import data
 
     own_conn = conn is None
     conn = data.connect() if own_conn else conn
@@ -938,7 +938,7 @@ def cli_add_arguments(parser) -> None:
 
 
 def cli_main(args) -> int:
-    from . import data, models
+    from .. import data, models
 
     model_path = config.models_dir() / f"{args.model}.pt"
     if not model_path.exists():
