@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help setup data models index report test test-fast lab serve bench clean-reports
+.PHONY: help setup data models index report test test-fast lint format lab serve bench clean-reports
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -48,6 +48,15 @@ report: index  ## run every notebook (full profile) into reports/ (.ipynb + .htm
 
 test: setup  ## the whole test suite (unit tests + every notebook in the smoke profile)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)  ## ruff (lint + format check) and mypy on the library, tests and benchmarks
+	$(VENV)/bin/ruff check vs_lib tests benchmarks
+	$(VENV)/bin/ruff format --check vs_lib tests benchmarks
+	$(VENV)/bin/mypy
+
+format: $(STAMP)  ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix vs_lib tests benchmarks
+	$(VENV)/bin/ruff format vs_lib tests benchmarks
 
 test-fast: setup  ## unit tests only, no notebooks or browser
 	$(PY) -m pytest -m "not notebooks and not browser and not slow" $(PYTEST_ARGS)
