@@ -48,10 +48,6 @@ def db_path() -> Path:
     return Path(os.environ.get("VS_DB", data_dir() / "visual_search.db"))
 
 
-# Module-level names for reading convenience (evaluated at call time above).
-DATA_DIR = data_dir()
-
-
 def resolve_profile(profile: str = "full") -> str:
     """The profile to use: ``$VS_PROFILE`` when set, else ``profile``.
 

@@ -71,6 +71,8 @@ DEFAULT_MODEL = "self_supervised"
 
 __all__ = [
     "KINDS",
+    "create",
+    "load",
     "VectorIndex",
     "VectorIndexError",
     "IndexMismatchError",
@@ -678,6 +680,23 @@ class VectorIndex:
         if len(self._ids) != int(m["count"]) or (self._index is not None and self._index.ntotal != int(m["count"])):
             raise IndexCorruptedError(f"index at {path} holds {len(self._ids)} vectors, manifest says {m['count']}")
         return self
+
+
+# ---------------------------------------------------------------------- entry points
+def create(dim: int, kind: str = "flat", metric: str = "ip", *, fingerprint: str | None = None, **params: Any) -> VectorIndex:
+    """A new, empty index of ``kind`` for ``dim``-dimensional vectors (see the module doc)."""
+    return VectorIndex(dim, kind, metric, fingerprint=fingerprint, **params)
+
+
+def load(
+    path: str | os.PathLike,
+    expected_dim: int | None = None,
+    expected_fingerprint: str | None = None,
+    *,
+    mmap_vectors: bool = False,
+) -> VectorIndex:
+    """Load a saved index of any kind, verifying checksums, dimension and encoder fingerprint."""
+    return VectorIndex.load(path, expected_dim, expected_fingerprint, mmap_vectors=mmap_vectors)
 
 
 # ---------------------------------------------------------------------- helpers: threads
