@@ -1,4 +1,5 @@
 """vs_lib.data: the corpus loader, the folder loader and the platform database."""
+
 from __future__ import annotations
 
 import gzip
@@ -46,8 +47,12 @@ def test_no_data_anywhere_lists_every_place_and_both_fixes(monkeypatch, tmp_path
     with pytest.raises(data.DataNotFoundError) as err:
         data.load_fashion_mnist()
     msg = str(err.value)
-    for place in [tmp_path / "vsdata" / "fashion-mnist", tmp_path / "repo" / "data" / "fashion-mnist",
-                  tmp_path / "system", "mirror"]:
+    for place in [
+        tmp_path / "vsdata" / "fashion-mnist",
+        tmp_path / "repo" / "data" / "fashion-mnist",
+        tmp_path / "system",
+        "mirror",
+    ]:
         assert str(place) in msg
     assert "apt-get install -y dataset-fashion-mnist" in msg
     assert data.OFFICIAL_URL in msg.split("2.")[-1]  # the download URL is the second fix
@@ -178,27 +183,53 @@ def test_interrupted_build_keeps_the_previous_database(small_db, small_ds, monke
     assert [p.name for p in small_db.parent.iterdir() if p.name.startswith(".")] == []
 
 
-@pytest.mark.parametrize("sql, params", [
-    ("INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp) "
-     "VALUES (1, 0, 1, 1, 'view', 0)", ()),
-    ("INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp) "
-     "VALUES (1, 0, 1, 0, 'click', 0)", ()),
-    ("INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp) "
-     "VALUES (99999, 0, 1, 1, 'click', 0)", ()),                        # unknown user
-    ("INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp) "
-     "VALUES (1, 0, 987654, 1, 'click', 0)", ()),                       # unknown image
-    ("INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp, lat) "
-     "VALUES (1, 0, 1, 1, 'click', 0, 123.0)", ()),                     # latitude out of range
-    ("INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp, "
-     "dwell_seconds) VALUES (1, 0, 1, 1, 'impression', 0, 5.0)", ()),   # dwell only on clicks
-    ("INSERT INTO images (owner_id, upload_time, storage_key, split, is_private) VALUES (1, 0, 'k', 'upload', 2)", ()),
-    ("INSERT INTO images (owner_id, upload_time, storage_key, split) VALUES (1, 0, 'fashion-mnist/train/0', 'upload')",
-     ()),                                                               # duplicate storage key
-    ("INSERT INTO images (owner_id, upload_time, storage_key, split) VALUES (1, -5, 'k2', 'upload')", ()),
-    ("INSERT INTO users (username, age, email) VALUES ('x', 30, 'no-at-sign')", ()),
-    ("INSERT INTO users (username, age, email) VALUES ('y', 5, 'y@example.com')", ()),
-    ("INSERT INTO users (username, email) VALUES ('user00001', 'z@example.com')", ()),  # duplicate username
-])
+@pytest.mark.parametrize(
+    "sql, params",
+    [
+        (
+            "INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp) "
+            "VALUES (1, 0, 1, 1, 'view', 0)",
+            (),
+        ),
+        (
+            "INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp) "
+            "VALUES (1, 0, 1, 0, 'click', 0)",
+            (),
+        ),
+        (
+            "INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp) "
+            "VALUES (99999, 0, 1, 1, 'click', 0)",
+            (),
+        ),  # unknown user
+        (
+            "INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp) "
+            "VALUES (1, 0, 987654, 1, 'click', 0)",
+            (),
+        ),  # unknown image
+        (
+            "INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp, lat) "
+            "VALUES (1, 0, 1, 1, 'click', 0, 123.0)",
+            (),
+        ),  # latitude out of range
+        (
+            "INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp, "
+            "dwell_seconds) VALUES (1, 0, 1, 1, 'impression', 0, 5.0)",
+            (),
+        ),  # dwell only on clicks
+        (
+            "INSERT INTO images (owner_id, upload_time, storage_key, split, is_private) VALUES (1, 0, 'k', 'upload', 2)",
+            (),
+        ),
+        (
+            "INSERT INTO images (owner_id, upload_time, storage_key, split) VALUES (1, 0, 'fashion-mnist/train/0', 'upload')",
+            (),
+        ),  # duplicate storage key
+        ("INSERT INTO images (owner_id, upload_time, storage_key, split) VALUES (1, -5, 'k2', 'upload')", ()),
+        ("INSERT INTO users (username, age, email) VALUES ('x', 30, 'no-at-sign')", ()),
+        ("INSERT INTO users (username, age, email) VALUES ('y', 5, 'y@example.com')", ()),
+        ("INSERT INTO users (username, email) VALUES ('user00001', 'z@example.com')", ()),  # duplicate username
+    ],
+)
 def test_constraints_reject_bad_rows(small_db, sql, params):
     conn = data.connect(small_db)
     before = data.table_counts(small_db)
@@ -266,12 +297,14 @@ def test_delete_image_cascades_to_interactions(small_db):
 
 def test_cli_data_prints_sources_and_counts(tmp_path):
     db = tmp_path / "cli.db"
-    out = subprocess.run([sys.executable, "-m", "vs_lib", "data", "--db", str(db)], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "vs_lib", "data", "--db", str(db)], capture_output=True, text=True, check=True
+    ).stdout
     assert "Fashion-MNIST: 60,000 train + 10,000 test" in out and "built" in out
     assert "70,000" in out and "3,000" in out and "synthetic" in out
-    again = subprocess.run([sys.executable, "-m", "vs_lib", "data", "--db", str(db)], capture_output=True, text=True,
-                           check=True).stdout
+    again = subprocess.run(
+        [sys.executable, "-m", "vs_lib", "data", "--db", str(db)], capture_output=True, text=True, check=True
+    ).stdout
     assert "up to date, reused" in again
 
 
@@ -320,14 +353,23 @@ def test_load_pixels_many_reads_corpus_and_a_given_object_store(ds, tmp_path):
 def test_insert_image_adds_an_upload_row_and_respects_the_constraints(small_db):
     conn = data.connect(small_db)
     before = data.table_counts(small_db)["images"]
-    new = data.insert_image(conn, owner_id=3, storage_key="uploads/n.png", tags="a,b", is_private=True,
-                            upload_time=1_700_000_000)
+    new = data.insert_image(
+        conn, owner_id=3, storage_key="uploads/n.png", tags="a,b", is_private=True, upload_time=1_700_000_000
+    )
     conn.commit()
     row = data.image_row(conn, new)
     assert new == before  # SQLite assigns max(id) + 1: after the generated ids 0..n-1
-    assert {k: row[k] for k in ("owner_id", "tags", "is_private", "is_flagged", "split", "synthetic", "upload_time")} \
-        == {"owner_id": 3, "tags": "a,b", "is_private": 1, "is_flagged": 0, "split": "upload", "synthetic": 0,
-            "upload_time": 1_700_000_000}
+    assert {
+        k: row[k] for k in ("owner_id", "tags", "is_private", "is_flagged", "split", "synthetic", "upload_time")
+    } == {
+        "owner_id": 3,
+        "tags": "a,b",
+        "is_private": 1,
+        "is_flagged": 0,
+        "split": "upload",
+        "synthetic": 0,
+        "upload_time": 1_700_000_000,
+    }
     for owner, key in ((99_999, "uploads/m.png"), (3, "uploads/n.png")):  # unknown owner; storage key taken
         with pytest.raises(sqlite3.IntegrityError):
             data.insert_image(conn, owner_id=owner, storage_key=key)
