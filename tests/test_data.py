@@ -233,9 +233,8 @@ def test_interrupted_build_keeps_the_previous_database(small_db, small_ds, monke
 def test_constraints_reject_bad_rows(small_db, sql, params):
     conn = data.connect(small_db)
     before = data.table_counts(small_db)
-    with pytest.raises(sqlite3.IntegrityError):
-        with conn:
-            conn.execute(sql, params)
+    with pytest.raises(sqlite3.IntegrityError), conn:
+        conn.execute(sql, params)
     conn.close()
     assert data.table_counts(small_db) == before
 
