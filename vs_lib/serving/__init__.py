@@ -43,7 +43,7 @@ from .errors import ImageTooLarge, InvalidImage, NotAnImage, NotFound, ServingEr
 from .facade import MAX_K, SearchService
 from .hashing import hamming, perceptual_hash
 from .images import MAX_PIXELS, MAX_UPLOAD_BYTES, apply_crop, decode_image, encode_png, parse_crop, to_pil
-from .neighbours import NeighbourService, ReadWriteLock, SearchIndex, ensure_index
+from .neighbours import NeighbourService, SearchIndex, ensure_index
 from .rerank import DUP_COSINE, DUP_HAMMING, ReRanker, Result
 from .responses import Health, SearchResponse, UploadResult
 from .store import PlatformStore
@@ -65,7 +65,6 @@ __all__ = [
     "NotFound",
     "PlatformStore",
     "ReRanker",
-    "ReadWriteLock",
     "Result",
     "SearchIndex",
     "SearchResponse",

@@ -35,9 +35,6 @@ class VectorCache:
         self._vectors: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
 
-    def __len__(self) -> int:
-        return len(self._vectors)
-
     def prefill(self, chunk: int = 50_000) -> int:
         """Read every stored vector once (36 MB at 70k x 128), so searches by id never wait for
         the index lock; returns how many were read (0 when the kind cannot reconstruct)."""
@@ -89,9 +86,6 @@ class HashCache:
         self.pixels = pixels
         self._hashes: dict[int, int] = {}
         self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._hashes)
 
     def prefill(self, ids: Sequence[int], images: np.ndarray, chunk: int = 8192) -> None:
         """Hash ``images`` ``(n, H, W)`` uint8 in batches (one matrix product each) as the hashes of ``ids``."""
