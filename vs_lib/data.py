@@ -127,12 +127,10 @@ def candidate_dirs() -> list[Path]:
         dirs += [Path(env) / "fashion-mnist", Path(env)]
     dirs.append(config.ROOT / "data" / "fashion-mnist")
     dirs += list(SYSTEM_DIRS)
-    seen, unique = set(), []
+    unique: dict[str, Path] = {}  # by absolute path (no file-system calls: this runs on every pixel load)
     for d in dirs:
-        if d.resolve() not in seen:
-            seen.add(d.resolve())
-            unique.append(d)
-    return unique
+        unique.setdefault(os.path.abspath(d), d)
+    return list(unique.values())
 
 
 def _read_idx(raw: bytes, name: str) -> np.ndarray:
