@@ -14,9 +14,11 @@ ImageInput = bytes | bytearray | memoryview | Image.Image | np.ndarray
 
 
 class Encoder(Protocol):
-    """What serving needs of an encoder (``vs_lib.models.Encoder`` is one)."""
+    """What serving needs of an encoder (``vs_lib.models.Encoder`` is one): ``embed`` maps
+    images to ``(n, dim)`` float32 L2-normalised rows; ``fingerprint`` changes with the model."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     @property
     def dim(self) -> int: ...
@@ -24,9 +26,7 @@ class Encoder(Protocol):
     @property
     def fingerprint(self) -> str: ...
 
-    def embed(self, images: Any, batch_size: int = ..., progress: bool = ...) -> np.ndarray:
-        """Images → ``(n, dim)`` float32, L2-normalised."""
-        ...
+    def embed(self, images: Any, batch_size: int = ...) -> np.ndarray: ...
 
 
 class EmbeddingService:

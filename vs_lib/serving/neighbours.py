@@ -133,11 +133,11 @@ def ensure_index(
     *,
     conn: sqlite3.Connection | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> Any:
     """``index.sync_index``, rebuilding from scratch when the saved index was made by another encoder.
 
     The index is derived data: after retraining, re-embedding every image is the only fix.
-    Returns what ``sync_index`` reports (``added``, ``removed``, ``total``, ``path``).
+    Returns what ``sync_index`` reports (how many images were added and removed, the total).
     """
     try:
         return index_mod.sync_index(encoder, conn, index_path, kind=kind, progress=progress)
