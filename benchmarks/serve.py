@@ -1,24 +1,33 @@
-"""Benchmark the HTTP search service: latency percentiles and throughput of POST /search.
+"""Benchmark the search service: per-stage latency in process, and latency and throughput over HTTP.
 
-Starts ``python -m vs_lib serve`` on a free loopback port (the real database under data/,
-N = every image in it, 70k for the corpus), waits for /health, then drives /search with
-a real HTTP client (httpx, one keep-alive connection per thread) at 1, 4 and 16
-concurrent clients; a bounded number of requests per level; prints JSON:
+Two parts, one JSON document on stdout:
 
-    {"n_indexed", "model", "levels": {"1": {"p50_ms", "p95_ms", "p99_ms", "mean_ms",
-     "searches_per_s", "requests", "errors", "stages_ms_p50": {...}}, ...},
-     "file_query_1_client": {...}, "targets": {...}, "machine": {...}}
+1. **in process** (no HTTP): ``SearchService.search`` by image id (the stored vector is read
+   back from the index) and by file (decode + preprocess + network on every request), the
+   milliseconds of each stage at p50/p95, and how many times cheaper the stored vector is
+   than embedding a file (a ratio of two figures from the same run);
+2. **over HTTP**: ``python -m vs_lib serve`` on a free loopback port, driven by a real HTTP
+   client (httpx, one keep-alive connection per thread) at 1, 4 and 16 concurrent clients,
+   a bounded number of requests per level, plus file queries from one client.
 
-``server_cpu_ms_per_request`` / ``client_cpu_ms_per_request`` are CPU time, not wall time:
-on a shared machine they show what a search costs whatever the load, and
+``--platform data`` (default) serves the real database under ``data/`` (every image in it,
+70k for the corpus) with a trained encoder; ``--platform small`` builds a 3,000-image platform
+with a PCA encoder in a temporary folder, so the benchmark runs on a fresh checkout.
+
+``server_cpu_ms_per_request`` / ``client_cpu_ms_per_request`` are CPU time, not wall time: on
+a shared machine they show what a search costs whatever the load, and
 ``cpu_bound_searches_per_s_estimate`` = cores × 1000 / (server + client CPU ms) is the
 throughput the machine could reach with both cores to itself.
 
-Targets (issue 6): single client p50 <= 15 ms and p99 <= 50 ms; >= 100 searches/s with
-16 clients; zero errors.
+What a good result looks like (``good_result``): a search feels instant when the whole
+round trip stays well under a tenth of a second, so one client's p50 ≤ 15 ms and p99 ≤ 50 ms
+over HTTP and an in-process p50 under 100 ms for both query kinds; the most concurrent level
+(16 clients by default) served at ≥ 100 searches/s; a stored vector cheaper than embedding a
+file; and no errors.
 
-    python benchmarks/serve.py [--model labels] [--requests 400] [--out reports/bench/serve.json]
+    python benchmarks/serve.py [--platform small] [--model labels] [--requests 400] [--out FILE]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,12 +38,15 @@ import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+STAGES = ("validate", "embed", "search", "rerank", "total")
 
 
 def free_port() -> int:
@@ -43,18 +55,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str | None, kind: str, port: int, env: dict | None = None, timeout: float = 900.0,
-                 index_path: str | None = None):
+def start_server(cmd_args: list[str], port: int, env: dict | None = None, timeout: float = 900.0):
+    """``python -m vs_lib serve`` with ``cmd_args``; returns ``(process, url, log lines)`` once /health answers."""
     import httpx
 
-    cmd = [sys.executable, "-m", "vs_lib", "serve", "--host", "127.0.0.1", "--port", str(port), "--index-kind", kind]
-    if model:
-        cmd += ["--model", model]
-    if index_path:
-        cmd += ["--index-path", str(index_path)]
+    cmd = [sys.executable, "-m", "vs_lib", "serve", "--host", "127.0.0.1", "--port", str(port), *cmd_args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines: list[str] = []
-    threading.Thread(target=lambda: [lines.append(l) for l in proc.stdout], daemon=True).start()
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -66,7 +74,7 @@ def start_server(model: str | None, kind: str, port: int, env: dict | None = Non
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    proc.terminate()
+    stop_server(proc)
     raise RuntimeError("server did not answer /health in time:\n" + "".join(lines[-30:]))
 
 
@@ -85,8 +93,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def percentiles(values, digits: int = 2) -> dict:
+    a = np.asarray(values, dtype=float)
+    if not len(a):
+        return {"p50_ms": None, "p95_ms": None, "p99_ms": None, "mean_ms": None}
+    p50, p95, p99 = (round(float(np.percentile(a, p)), digits) for p in (50, 95, 99))
+    return {"p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "mean_ms": round(float(a.mean()), digits)}
+
+
 def run_level(url: str, forms: list[dict], clients: int, files: list[bytes] | None = None,
-              server_pid: int | None = None) -> dict:
+              server_pid: int | None = None) -> dict:  # fmt: skip
     """Send every request once, ``clients`` at a time; latency per request, wall-clock throughput,
     and the CPU milliseconds each request cost the server and the client (machine-load independent)."""
     import httpx
@@ -105,15 +121,14 @@ def run_level(url: str, forms: list[dict], clients: int, files: list[bytes] | No
         try:
             kw = {"files": {"image": ("q.png", files[i], "image/png")}} if files is not None else {}
             r = c.post("/search", data=forms[i], **kw)
-            lat[i] = (time.perf_counter() - t0) * 1000
             if r.status_code == 200:
                 ok[i] = True
                 stages[i] = r.json()["timings_ms"]
             else:
                 errors.append(f"{r.status_code}: {r.text[:120]}")
         except Exception as e:  # connection errors count as errors, never crash the benchmark
-            lat[i] = (time.perf_counter() - t0) * 1000
             errors.append(f"{type(e).__name__}: {e}")
+        lat[i] = (time.perf_counter() - t0) * 1000
 
     s0 = cpu_seconds(server_pid) if server_pid else 0.0
     c0 = time.process_time()
@@ -123,17 +138,13 @@ def run_level(url: str, forms: list[dict], clients: int, files: list[bytes] | No
     wall = time.perf_counter() - t0
     server_cpu = (cpu_seconds(server_pid) - s0) if server_pid else float("nan")
     client_cpu = time.process_time() - c0
-    good = lat[ok]
     keys = sorted({k for s in stages for k in s})
     return {
         "clients": clients,
         "requests": len(forms),
         "errors": len(errors),
         "error_examples": errors[:3],
-        "p50_ms": round(float(np.percentile(good, 50)), 2) if len(good) else None,
-        "p95_ms": round(float(np.percentile(good, 95)), 2) if len(good) else None,
-        "p99_ms": round(float(np.percentile(good, 99)), 2) if len(good) else None,
-        "mean_ms": round(float(good.mean()), 2) if len(good) else None,
+        **percentiles(lat[ok]),
         "searches_per_s": round(float(ok.sum() / wall), 1),
         "server_cpu_ms_per_request": round(server_cpu * 1000 / len(forms), 2),
         "client_cpu_ms_per_request": round(client_cpu * 1000 / len(forms), 2),
@@ -141,8 +152,42 @@ def run_level(url: str, forms: list[dict], clients: int, files: list[bytes] | No
     }
 
 
+def in_process(service, query_ids: np.ndarray, pngs: list[bytes], n_users: int, seed: int) -> dict:
+    """Per-stage milliseconds of the facade itself, by id and by file, at p50 and p95."""
+    rng = np.random.default_rng(seed)
+    users = rng.integers(1, n_users + 1, len(query_ids)).tolist()
+    service.search(image_id=int(query_ids[0]), k=10)  # warm-up
+    by_id = [service.search(image_id=int(q), k=10, user_id=u).timings_ms for q, u in zip(query_ids, users, strict=True)]
+    by_file = [service.search(b, k=10, user_id=u).timings_ms for b, u in zip(pngs, users, strict=True)]
+    out: dict = {}
+    for kind, runs in (("by_id", by_id), ("by_file", by_file)):
+        out[kind] = {s: {p: round(float(np.percentile([t[s] for t in runs], q)), 3) for p, q in (("p50", 50), ("p95", 95))}
+                     for s in STAGES}  # fmt: skip
+        out[kind]["queries"] = len(runs)
+    out["embed_file_over_stored_vector"] = round(
+        out["by_file"]["embed"]["p50"] / max(out["by_id"]["embed"]["p50"], 1e-6), 1
+    )
+    return out
+
+
+def prepare(args, workdir: Path) -> tuple[dict, list[str], dict | None]:
+    """The platform to serve: ``(paths, serve arguments, environment for the server)``."""
+    from vs_lib import api, config, testing
+
+    if args.platform == "small":
+        paths = testing.build_small_platform(workdir / "platform", 3000, n_users=40, seed=args.seed)
+        env = {**os.environ, "VS_DB": str(paths["db"]), "VS_DATA_DIR": str(paths["data_dir"])}
+        return dict(paths), ["--model", str(paths["model"]), "--index-path", str(paths["index"])], env
+    model = api.resolve_model(args.model)
+    serve_args = ["--model", str(model), "--index-kind", args.index_kind]
+    if args.index_path:
+        serve_args += ["--index-path", str(args.index_path)]
+    return {"db": config.db_path(), "model": model, "index": args.index_path}, serve_args, None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--platform", choices=("data", "small"), default="data", help="what to serve (see above)")
     ap.add_argument("--model", default=None, help="encoder name or path (default: as `serve` chooses)")
     ap.add_argument("--index-kind", default="flat")
     ap.add_argument("--index-path", default=None, help="index directory (default: as `serve` chooses)")
@@ -155,69 +200,85 @@ def main(argv=None) -> int:
     import httpx
     from PIL import Image
 
-    from vs_lib import config, data
+    from vs_lib import config, data, serving
 
-    conn = data.connect()
-    try:
-        visible = np.array([r[0] for r in conn.execute(
-            "SELECT id FROM images WHERE is_private = 0 AND is_flagged = 0 AND split = 'test'")], dtype=np.int64)
-        n_users = conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]
-    finally:
-        conn.close()
-    rng = np.random.default_rng(args.seed)
-    port = free_port()
-    t_start = time.perf_counter()
-    proc, url, log = start_server(args.model, args.index_kind, port, index_path=args.index_path)
-    startup_s = time.perf_counter() - t_start
-    try:
-        health = httpx.get(url + "/health").json()
+    with tempfile.TemporaryDirectory(prefix="vs-bench-serve-") as tmp:
+        paths, serve_args, env = prepare(args, Path(tmp))
+        conn = data.connect(paths["db"])
+        try:
+            visible = np.array([r[0] for r in conn.execute(
+                "SELECT id FROM images WHERE is_private = 0 AND is_flagged = 0")], dtype=np.int64)  # fmt: skip
+            n_users = conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]
+        finally:
+            conn.close()
+        rng = np.random.default_rng(args.seed)
+        file_ids = rng.choice(visible, max(50, args.requests // 4))
 
-        def forms(n: int) -> list[dict]:
-            q = rng.choice(visible, n)
-            u = rng.integers(1, n_users + 1, n)
-            return [{"image_id": str(int(a)), "k": "10", "user_id": str(int(b))} for a, b in zip(q, u)]
-
-        run_level(url, forms(30), 2)  # warm-up: connections, caches, lazy imports
-        levels = {str(c): run_level(url, forms(args.requests), c, server_pid=proc.pid) for c in args.levels}
-        # queries as files (decode + embed on every request), one client
-        ds = data.load_fashion_mnist()
-        n_file = max(50, args.requests // 4)
-        ids = rng.choice(visible, n_file)
+        # 1. in process
+        service = serving.SearchService.from_paths(paths["model"], index_kind=args.index_kind, db_path=paths["db"],
+                                                   index_path=paths["index"], progress=False)  # fmt: skip
         pngs = []
-        for i in ids:
+        for i in file_ids:
             buf = io.BytesIO()
-            Image.fromarray(ds.images[int(i)]).save(buf, format="PNG")
+            Image.fromarray(service.load_image(int(i))).save(buf, format="PNG")
             pngs.append(buf.getvalue())
-        file_level = run_level(url, [{"k": "10"} for _ in ids], 1, files=pngs, server_pid=proc.pid)
-    finally:
-        stop_server(proc)
+        local = in_process(service, rng.choice(visible, len(file_ids)), pngs, n_users, args.seed)
+        service.close()
+        del service
+
+        # 2. over HTTP
+        port = free_port()
+        t_start = time.perf_counter()
+        proc, url, _ = start_server(serve_args, port, env=env)
+        startup_s = time.perf_counter() - t_start
+        try:
+            health = httpx.get(url + "/health").json()
+
+            def forms(n: int) -> list[dict]:
+                q, u = rng.choice(visible, n), rng.integers(1, n_users + 1, n)
+                return [{"image_id": str(int(a)), "k": "10", "user_id": str(int(b))} for a, b in zip(q, u, strict=True)]
+
+            run_level(url, forms(30), 2)  # warm-up: connections, caches, lazy imports
+            levels = {str(c): run_level(url, forms(args.requests), c, server_pid=proc.pid) for c in args.levels}
+            file_level = run_level(url, [{"k": "10"} for _ in pngs], 1, files=pngs, server_pid=proc.pid)
+        finally:
+            stop_server(proc)
+    result = report(args, health, startup_s, local, levels, file_level)
+    print(json.dumps(result, indent=2))
+    if args.out:
+        config.write_json_atomic(args.out, result)
+    return 0
+
+
+def report(args, health: dict, startup_s: float, local: dict, levels: dict, file_level: dict) -> dict:
     one, many = levels.get("1"), levels.get(str(max(args.levels)))
-    result = {
+    cpu_ms = (many["server_cpu_ms_per_request"] + many["client_cpu_ms_per_request"]) if many else None
+    return {
+        "platform": args.platform,
         "n_indexed": health["images_indexed"],
         "model": health["model"],
         "index_kind": health["index_kind"],
         "server_startup_s": round(startup_s, 1),
+        "in_process": local,
         "levels": levels,
         "file_query_1_client": file_level,
-        "targets": {
-            "single_p50_le_15ms": bool(one and one["p50_ms"] is not None and one["p50_ms"] <= 15),
-            "single_p99_le_50ms": bool(one and one["p99_ms"] is not None and one["p99_ms"] <= 50),
-            "16_clients_ge_100_per_s": bool(many and many["searches_per_s"] >= 100),
+        "good_result": {
+            "http_single_p50_le_15ms": bool(one and one["p50_ms"] is not None and one["p50_ms"] <= 15),
+            "http_single_p99_le_50ms": bool(one and one["p99_ms"] is not None and one["p99_ms"] <= 50),
+            f"http_{max(args.levels)}_clients_ge_100_per_s": bool(many and many["searches_per_s"] >= 100),
+            "in_process_p50_lt_100ms": all(local[k]["total"]["p50"] < 100 for k in ("by_id", "by_file")),
+            "stored_vector_cheaper_than_embedding": local["embed_file_over_stored_vector"] > 1,
             "zero_errors": all(v["errors"] == 0 for v in levels.values()) and file_level["errors"] == 0,
         },
         # what the machine could serve if this benchmark had both cores to itself
-        "cpu_bound_searches_per_s_estimate": round(
-            (os.cpu_count() or 1) * 1000 / (many["server_cpu_ms_per_request"] + many["client_cpu_ms_per_request"]), 1)
-        if many else None,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_avg_at_end": [round(x, 2) for x in os.getloadavg()],
-                    "note": "client and server share this machine's cores (loopback)"},
+        "cpu_bound_searches_per_s_estimate": round((os.cpu_count() or 1) * 1000 / cpu_ms, 1) if cpu_ms else None,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_avg_at_end": [round(x, 2) for x in os.getloadavg()],
+            "note": "client and server share this machine's cores (loopback)",
+        },
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        config.write_json_atomic(args.out, result)
-    return 0
 
 
 if __name__ == "__main__":

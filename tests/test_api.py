@@ -1,9 +1,13 @@
-"""vs_lib.api: the HTTP contract, bad inputs (4xx, nothing changed, server up), privacy, CLI."""
+"""vs_lib.api: the HTTP contract, bad inputs (4xx, nothing changed, server up), privacy, CLI.
+
+The read-only tests share one client; tests that send uploads (refused or not) use a copy
+of the platform, so the shared one never changes.
+"""
+
 from __future__ import annotations
 
 import functools
 import io
-import json
 import sqlite3
 import subprocess
 import sys
@@ -12,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vs_lib import api, config, serving
+from vs_lib import api, config, serving, testing
 
 N_IMAGES = 1500
 PERSONAL = ("username", "email", "age", "gender", "city", "country")
@@ -20,17 +24,44 @@ PERSONAL = ("username", "email", "age", "gender", "city", "country")
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
-    return serving.build_small_platform(tmp_path_factory.mktemp("api_platform"), N_IMAGES, n_users=20, seed=1)
+    return testing.build_small_platform(tmp_path_factory.mktemp("api_platform"), N_IMAGES, n_users=20, seed=1)
+
+
+def _client(paths):
+    from fastapi.testclient import TestClient
+
+    svc = testing.open_small_platform(paths)
+    with TestClient(api.create_app(svc)) as c:
+        yield c
+    svc.close()
 
 
 @pytest.fixture(scope="module")
 def client(platform):
-    from fastapi.testclient import TestClient
+    """Read-only: no test sends an upload through it."""
+    yield from _client(platform)
 
-    svc = serving.open_small_platform(platform)
-    with TestClient(api.create_app(svc)) as c:
-        yield c
-    svc.close()
+
+@pytest.fixture(scope="module")
+def scratch(platform, tmp_path_factory):
+    """``(client, paths)`` on a copy of the platform, for the uploads that must be refused."""
+    paths = testing.copy_platform(platform, tmp_path_factory.mktemp("api_scratch"))
+    for c in _client(paths):
+        yield c, paths
+
+
+@pytest.fixture
+def own(platform, tmp_path):
+    """``(client, paths)`` on a fresh copy, for a test whose upload succeeds."""
+    paths = testing.copy_platform(platform, tmp_path / "copy")
+    for c in _client(paths):
+        yield c, paths
+
+
+@pytest.fixture(scope="module")
+def public_id(platform):
+    """An image everyone may see (neither private nor flagged)."""
+    return db_rows(platform, "SELECT MIN(id) FROM images WHERE is_private = 0 AND is_flagged = 0")[0][0]
 
 
 def png(img: Image.Image | np.ndarray, fmt="PNG") -> bytes:
@@ -85,10 +116,8 @@ def personal_values(platform):
         PERSONAL_VALUES.update(v for v in row if v)
 
 
-def test_search_response_shape(client):
-    r = client.post("/search", data={"image_id": "0", "k": "7", "user_id": "2"})
-    if r.status_code == 404:  # image 0 happens to be private of someone else
-        r = client.post("/search", data={"image_id": "1", "k": "7", "user_id": "2"})
+def test_search_response_shape(client, public_id):
+    r = client.post("/search", data={"image_id": str(public_id), "k": "7", "user_id": "2"})
     assert r.status_code == 200, r.text
     body = r.json()
     assert set(body) == {"results", "timings_ms"}
@@ -98,7 +127,8 @@ def test_search_response_shape(client):
         assert item["rank"] == rank and -1.0001 <= item["score"] <= 1.0001
         assert item["thumbnail_url"].startswith(f"/images/{item['image_id']}?")
         assert client.get(item["thumbnail_url"]).headers["content-type"] == "image/png"
-    assert {"embed", "search", "rerank", "total"} <= set(body["timings_ms"])
+    assert set(body["timings_ms"]) == {"validate", "embed", "search", "rerank", "total", "request"}
+    assert public_id not in [item["image_id"] for item in body["results"]]
     assert_no_personal_fields(body)
 
 
@@ -107,7 +137,9 @@ def test_search_with_a_file_and_a_crop(client):
 
     img = data.load_fashion_mnist().train_images[20]
     big = Image.fromarray(img).resize((280, 280), Image.NEAREST)  # 10x: crop coords in these pixels
-    r = client.post("/search", data={"k": "5", "crop": "40,40,240,240"}, files={"image": ("q.png", png(big), "image/png")})
+    r = client.post(
+        "/search", data={"k": "5", "crop": "40,40,240,240"}, files={"image": ("q.png", png(big), "image/png")}
+    )
     assert r.status_code == 200, r.text
     assert len(r.json()["results"]) == 5
     # the API answers exactly what the service ranks for that crop of the original pixels
@@ -166,11 +198,15 @@ def test_privacy_over_random_requests(client, platform):
             assert not f and (not p or o == user)
 
 
-def test_upload_then_find(client, platform):
+def test_upload_then_find(own):
+    client, platform = own
     rng = np.random.default_rng(3)
     pattern = np.kron((rng.random((7, 7)) > 0.5).astype(np.uint8) * 255, np.ones((4, 4), np.uint8))
-    r = client.post("/images", data={"user_id": "3", "tags": "checks", "is_private": "false"},
-                    files={"image": ("p.png", png(pattern), "image/png")})
+    r = client.post(
+        "/images",
+        data={"user_id": "3", "tags": "checks", "is_private": "false"},
+        files={"image": ("p.png", png(pattern), "image/png")},
+    )
     assert r.status_code == 201, r.text
     new = r.json()["image_id"]
     assert set(r.json()) == {"image_id", "thumbnail_url", "timings_ms"}
@@ -195,7 +231,8 @@ def _bad_uploads():
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 @pytest.mark.parametrize("name", list(_bad_uploads()))
-def test_bad_files_are_refused_and_change_nothing(client, platform, name):
+def test_bad_files_are_refused_and_change_nothing(scratch, name):
+    client, platform = scratch
     data, status = _bad_uploads()[name]
     before = state(client, platform)
     r = client.post("/images", data={"user_id": "3"}, files={"image": ("x.png", data, "image/png")})
@@ -207,7 +244,8 @@ def test_bad_files_are_refused_and_change_nothing(client, platform, name):
     assert client.get("/health").status_code == 200
 
 
-def test_size_limit_413(client, platform):
+def test_size_limit_413(scratch):
+    client, platform = scratch
     before = state(client, platform)
     big = b"\x89PNG" + bytes(serving.MAX_UPLOAD_BYTES + api.FORM_OVERHEAD + 10)
     r = client.post("/images", data={"user_id": "3"}, files={"image": ("big.png", big, "image/png")})
@@ -218,28 +256,36 @@ def test_size_limit_413(client, platform):
 @pytest.mark.parametrize("mode", ["CMYK", "P", "I;16", "RGBA"])
 def test_unusual_modes_are_accepted(client, mode):
     base = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 24, 3), dtype=np.uint8))
-    img = {"CMYK": base.convert("CMYK"), "P": base.convert("P", palette=Image.ADAPTIVE), "RGBA": base.convert("RGBA"),
-           "I;16": Image.fromarray(np.random.default_rng(0).integers(0, 65535, (32, 24)).astype(np.uint16))}[mode]
-    r = client.post("/search", data={"k": "3"}, files={"image": ("m", png(img, "JPEG" if mode == "CMYK" else "PNG"), "image/x")})
+    img = {
+        "CMYK": base.convert("CMYK"),
+        "P": base.convert("P", palette=Image.ADAPTIVE),
+        "RGBA": base.convert("RGBA"),
+        "I;16": Image.fromarray(np.random.default_rng(0).integers(0, 65535, (32, 24)).astype(np.uint16)),
+    }[mode]
+    r = client.post(
+        "/search", data={"k": "3"}, files={"image": ("m", png(img, "JPEG" if mode == "CMYK" else "PNG"), "image/x")}
+    )
     assert r.status_code == 200, r.text
 
 
-@pytest.mark.parametrize("form, status, words", [
-    ({"image_id": "5", "k": "0"}, 400, "k must"),
-    ({"image_id": "5", "k": "-1"}, 400, "k must"),
-    ({"image_id": "5", "k": "100000000"}, 400, "k must"),
-    ({"image_id": "5", "k": "ten"}, 400, "k must be an integer"),
-    ({"image_id": "999999"}, 404, "unknown image_id"),
-    ({"image_id": "abc"}, 400, "image_id must be an integer"),
-    ({"image_id": "5", "user_id": "424242"}, 404, "unknown user_id"),
-    ({"image_id": "5", "crop": "0,0,50,50"}, 400, "outside the image"),
-    ({"image_id": "5", "crop": "10,10,10,20"}, 400, "empty"),
-    ({"image_id": "5", "crop": "1,2,3"}, 400, "four numbers"),
-    ({"k": "5"}, 400, "give an image file"),
-])
-def test_bad_search_fields(client, platform, form, status, words):
-    if "image_id" in form and form["image_id"] == "5" and db_rows(platform, "SELECT is_private FROM images WHERE id = 5")[0][0]:
-        form = {**form, "image_id": str(db_rows(platform, "SELECT id FROM images WHERE is_private = 0 LIMIT 1")[0][0])}
+@pytest.mark.parametrize(
+    "form, status, words",
+    [
+        ({"image_id": "{public}", "k": "0"}, 400, "k must"),
+        ({"image_id": "{public}", "k": "-1"}, 400, "k must"),
+        ({"image_id": "{public}", "k": "100000000"}, 400, "k must"),
+        ({"image_id": "{public}", "k": "ten"}, 400, "k must be an integer"),
+        ({"image_id": "999999"}, 404, "unknown image_id"),
+        ({"image_id": "abc"}, 400, "image_id must be an integer"),
+        ({"image_id": "{public}", "user_id": "424242"}, 404, "unknown user_id"),
+        ({"image_id": "{public}", "crop": "0,0,50,50"}, 400, "outside the image"),
+        ({"image_id": "{public}", "crop": "10,10,10,20"}, 400, "empty"),
+        ({"image_id": "{public}", "crop": "1,2,3"}, 400, "four numbers"),
+        ({"k": "5"}, 400, "give an image file"),
+    ],
+)
+def test_bad_search_fields(client, platform, public_id, form, status, words):
+    form = {f: str(public_id) if v == "{public}" else v for f, v in form.items()}
     before = state(client, platform)
     r = client.post("/search", data=form)
     assert r.status_code == status, r.text
@@ -247,11 +293,15 @@ def test_bad_search_fields(client, platform, form, status, words):
     assert state(client, platform) == before
 
 
-def test_bad_upload_fields(client, platform):
+def test_bad_upload_fields(scratch):
+    client, platform = scratch
     img = png(np.zeros((28, 28), np.uint8))
     before = state(client, platform)
-    cases = [({}, 400, "user_id"), ({"user_id": "777777"}, 404, "unknown user_id"),
-             ({"user_id": "3", "is_private": "maybe"}, 400, "is_private")]
+    cases = [
+        ({}, 400, "user_id"),
+        ({"user_id": "777777"}, 404, "unknown user_id"),
+        ({"user_id": "3", "is_private": "maybe"}, 400, "is_private"),
+    ]
     for form, status, words in cases:
         r = client.post("/images", data=form, files={"image": ("z.png", img, "image/png")})
         assert r.status_code == status and words in r.json()["detail"], r.text
@@ -264,8 +314,9 @@ def test_bad_upload_fields(client, platform):
 
 
 def test_cli_serve_help():
-    out = subprocess.run([sys.executable, "-m", "vs_lib", "serve", "--help"], capture_output=True, text=True,
-                         cwd=config.ROOT, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "vs_lib", "serve", "--help"], capture_output=True, text=True, cwd=config.ROOT, timeout=60
+    )
     assert out.returncode == 0
     for flag in ("--host", "--port", "--model", "--index-kind"):
         assert flag in out.stdout

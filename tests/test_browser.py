@@ -1,11 +1,12 @@
 """The web page end to end in headless Chromium (Debian's /usr/bin/chromium via Playwright).
 
 Pick a corpus image, draw a crop on the canvas, search, see the ranked grid with scores;
-upload a new image and find it at rank 1. Saves ``reports/screenshots/web_page.png``.
+upload a new image and find it at rank 1. Screenshots go to the test's temporary folder
+(``pytest --basetemp=DIR`` keeps them where you can look at them).
 """
+
 from __future__ import annotations
 
-import io
 import shutil
 import socket
 import threading
@@ -15,13 +16,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vs_lib import api, config, serving
+from vs_lib import api, testing
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
-                 "--no-first-run", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def free_port() -> int:
@@ -34,8 +43,8 @@ def free_port() -> int:
 def server(tmp_path_factory):
     import uvicorn
 
-    paths = serving.build_small_platform(tmp_path_factory.mktemp("browser_platform"), 1500, n_users=20, seed=2)
-    svc = serving.open_small_platform(paths)
+    paths = testing.build_small_platform(tmp_path_factory.mktemp("browser_platform"), 1500, n_users=20, seed=2)
+    svc = testing.open_small_platform(paths)
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(api.create_app(svc), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -62,8 +71,7 @@ def test_web_page_search_crop_upload(server, tmp_path):
     pattern = np.kron((rng.random((7, 7)) > 0.5).astype(np.uint8) * 255, np.ones((4, 4), np.uint8))
     upload = tmp_path / "my_pattern.png"
     Image.fromarray(pattern).resize((112, 112), Image.NEAREST).save(upload)
-    shot = config.reports_dir() / "screenshots" / "web_page.png"
-    shot.parent.mkdir(parents=True, exist_ok=True)
+    shot = tmp_path / "web_page.png"
     requests: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
@@ -103,8 +111,9 @@ def test_web_page_search_crop_upload(server, tmp_path):
             page.set_input_files("#uploadfile", str(upload))
             page.fill("#tags", "checks,test")
             page.click("#uploadbtn")
-            page.wait_for_function("document.getElementById('uploadmsg').textContent.includes('found at rank')",
-                                   timeout=15_000)
+            page.wait_for_function(
+                "document.getElementById('uploadmsg').textContent.includes('found at rank')", timeout=15_000
+            )
             msg = page.inner_text("#uploadmsg")
             assert "found at rank 1" in msg, msg
             assert page.locator("#grid .cell.new").count() == 1
@@ -117,5 +126,6 @@ def test_web_page_search_crop_upload(server, tmp_path):
         finally:
             browser.close()
     assert shot.exists() and shot.stat().st_size > 10_000
-    assert all(u.startswith(base) or u.startswith("blob:") or u.startswith("data:") for u in requests), \
-        [u for u in requests if not u.startswith(base)][:5]
+    assert all(u.startswith(base) or u.startswith("blob:") or u.startswith("data:") for u in requests), [
+        u for u in requests if not u.startswith(base)
+    ][:5]

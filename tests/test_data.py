@@ -1,4 +1,5 @@
 """vs_lib.data: the corpus loader, the folder loader and the platform database."""
+
 from __future__ import annotations
 
 import gzip
@@ -10,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from vs_lib import config, data
+from vs_lib import config, data, folders, synthetic
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +47,12 @@ def test_no_data_anywhere_lists_every_place_and_both_fixes(monkeypatch, tmp_path
     with pytest.raises(data.DataNotFoundError) as err:
         data.load_fashion_mnist()
     msg = str(err.value)
-    for place in [tmp_path / "vsdata" / "fashion-mnist", tmp_path / "repo" / "data" / "fashion-mnist",
-                  tmp_path / "system", "mirror"]:
+    for place in [
+        tmp_path / "vsdata" / "fashion-mnist",
+        tmp_path / "repo" / "data" / "fashion-mnist",
+        tmp_path / "system",
+        "mirror",
+    ]:
         assert str(place) in msg
     assert "apt-get install -y dataset-fashion-mnist" in msg
     assert data.OFFICIAL_URL in msg.split("2.")[-1]  # the download URL is the second fix
@@ -108,16 +113,16 @@ def test_image_folder_skips_corrupt_files_with_a_warning(tmp_path):
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.warns(UserWarning, match="skipped 2 unreadable") as w:
-        folder = data.load_image_folder(tmp_path)
+        folder = folders.load_image_folder(tmp_path)
     assert "broken.png" in str(w[0].message) and "empty.jpg" in str(w[0].message)
     assert [p.name for p in folder.paths] == ["a.jpg", "b.PNG", "c.png"]
     assert sorted(im.size for im in folder.images) == [(10, 10), (28, 28), (40, 30)]
     with pytest.raises(NotADirectoryError):
-        data.load_image_folder(tmp_path / "a.jpg")
+        folders.load_image_folder(tmp_path / "a.jpg")
 
 
 # ------------------------------------------------------------------- platform database
-SMALL = data.GeneratorConfig(seed=3, n_users=40, n_sessions=150)
+SMALL = synthetic.GeneratorConfig(seed=3, n_users=40, n_sessions=150)
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +153,7 @@ def test_generator_is_deterministic(tmp_path, small_ds, small_db):
     data.build_database(other, SMALL, dataset=small_ds)
     assert _dump(small_db) == _dump(other)
     third = tmp_path / "seed4.db"
-    data.build_database(third, data.GeneratorConfig(seed=4, n_users=40, n_sessions=150), dataset=small_ds)
+    data.build_database(third, synthetic.GeneratorConfig(seed=4, n_users=40, n_sessions=150), dataset=small_ds)
     assert _dump(third)["interactions"] != _dump(small_db)["interactions"]
 
 
@@ -162,56 +167,81 @@ def test_building_twice_never_duplicates_rows(small_db, small_ds):
 
 def test_interrupted_build_keeps_the_previous_database(small_db, small_ds, monkeypatch):
     before = _dump(small_db)
-    real = data._generate
+    real = synthetic.generate
 
-    def broken(cfg, labels):
-        rows = real(cfg, labels)
+    def broken(cfg, labels, n_train):
+        rows = real(cfg, labels, n_train)
         bad = list(rows["interactions"][-1])
         bad[0], bad[5] = bad[0] + 1, "view"  # violates the CHECK on type, after most rows are in
         rows["interactions"].append(tuple(bad))
         return rows
 
-    monkeypatch.setattr(data, "_generate", broken)
+    monkeypatch.setattr(synthetic, "generate", broken)
     with pytest.raises(sqlite3.IntegrityError):
         data.build_database(small_db, SMALL, dataset=small_ds, force=True)
     assert _dump(small_db) == before
     assert [p.name for p in small_db.parent.iterdir() if p.name.startswith(".")] == []
 
 
-@pytest.mark.parametrize("sql, params", [
-    ("INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp) "
-     "VALUES (1, 0, 1, 1, 'view', 0)", ()),
-    ("INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp) "
-     "VALUES (1, 0, 1, 0, 'click', 0)", ()),
-    ("INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp) "
-     "VALUES (99999, 0, 1, 1, 'click', 0)", ()),                        # unknown user
-    ("INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp) "
-     "VALUES (1, 0, 987654, 1, 'click', 0)", ()),                       # unknown image
-    ("INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp, lat) "
-     "VALUES (1, 0, 1, 1, 'click', 0, 123.0)", ()),                     # latitude out of range
-    ("INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp, "
-     "dwell_seconds) VALUES (1, 0, 1, 1, 'impression', 0, 5.0)", ()),   # dwell only on clicks
-    ("INSERT INTO images (owner_id, upload_time, storage_key, split, is_private) VALUES (1, 0, 'k', 'upload', 2)", ()),
-    ("INSERT INTO images (owner_id, upload_time, storage_key, split) VALUES (1, 0, 'fashion-mnist/train/0', 'upload')",
-     ()),                                                               # duplicate storage key
-    ("INSERT INTO images (owner_id, upload_time, storage_key, split) VALUES (1, -5, 'k2', 'upload')", ()),
-    ("INSERT INTO users (username, age, email) VALUES ('x', 30, 'no-at-sign')", ()),
-    ("INSERT INTO users (username, age, email) VALUES ('y', 5, 'y@example.com')", ()),
-    ("INSERT INTO users (username, email) VALUES ('user00001', 'z@example.com')", ()),  # duplicate username
-])
+@pytest.mark.parametrize(
+    "sql, params",
+    [
+        (
+            "INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp) "
+            "VALUES (1, 0, 1, 1, 'view', 0)",
+            (),
+        ),
+        (
+            "INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp) "
+            "VALUES (1, 0, 1, 0, 'click', 0)",
+            (),
+        ),
+        (
+            "INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp) "
+            "VALUES (99999, 0, 1, 1, 'click', 0)",
+            (),
+        ),  # unknown user
+        (
+            "INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp) "
+            "VALUES (1, 0, 987654, 1, 'click', 0)",
+            (),
+        ),  # unknown image
+        (
+            "INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp, lat) "
+            "VALUES (1, 0, 1, 1, 'click', 0, 123.0)",
+            (),
+        ),  # latitude out of range
+        (
+            "INSERT INTO interactions (user_id, query_image_id, displayed_image_id, position, type, timestamp, "
+            "dwell_seconds) VALUES (1, 0, 1, 1, 'impression', 0, 5.0)",
+            (),
+        ),  # dwell only on clicks
+        (
+            "INSERT INTO images (owner_id, upload_time, storage_key, split, is_private) VALUES (1, 0, 'k', 'upload', 2)",
+            (),
+        ),
+        (
+            "INSERT INTO images (owner_id, upload_time, storage_key, split) VALUES (1, 0, 'fashion-mnist/train/0', 'upload')",
+            (),
+        ),  # duplicate storage key
+        ("INSERT INTO images (owner_id, upload_time, storage_key, split) VALUES (1, -5, 'k2', 'upload')", ()),
+        ("INSERT INTO users (username, age, email) VALUES ('x', 30, 'no-at-sign')", ()),
+        ("INSERT INTO users (username, age, email) VALUES ('y', 5, 'y@example.com')", ()),
+        ("INSERT INTO users (username, email) VALUES ('user00001', 'z@example.com')", ()),  # duplicate username
+    ],
+)
 def test_constraints_reject_bad_rows(small_db, sql, params):
     conn = data.connect(small_db)
     before = data.table_counts(small_db)
-    with pytest.raises(sqlite3.IntegrityError):
-        with conn:
-            conn.execute(sql, params)
+    with pytest.raises(sqlite3.IntegrityError), conn:
+        conn.execute(sql, params)
     conn.close()
     assert data.table_counts(small_db) == before
 
 
 def test_generated_proportions_and_synthetic_marks(tmp_path, ds):
     path = tmp_path / "full.db"
-    data.build_database(path, data.GeneratorConfig(n_sessions=500), dataset=ds)
+    data.build_database(path, synthetic.GeneratorConfig(n_sessions=500), dataset=ds)
     conn = data.connect(path)
     n, private, flagged = conn.execute("SELECT COUNT(*), AVG(is_private), AVG(is_flagged) FROM images").fetchone()
     assert n == 70000 and 0.015 < private < 0.025 and 0.006 < flagged < 0.014
@@ -222,7 +252,7 @@ def test_generated_proportions_and_synthetic_marks(tmp_path, ds):
     # tags come from the class; the test split keeps its own keys
     row = data.image_row(conn, 60000)
     assert row["split"] == "test" and row["storage_key"] == "fashion-mnist/test/0"
-    assert data.CLASS_TAGS[ds.test_labels[0]][0] in row["tags"]
+    assert synthetic.CLASS_TAGS[ds.test_labels[0]][0] in row["tags"]
     np.testing.assert_array_equal(data.load_image(conn, 60000), ds.test_images[0])
     # every click was preceded by an impression of the same item in the same session
     orphan = conn.execute("""SELECT COUNT(*) FROM interactions c WHERE c.type='click' AND NOT EXISTS (
@@ -266,12 +296,14 @@ def test_delete_image_cascades_to_interactions(small_db):
 
 def test_cli_data_prints_sources_and_counts(tmp_path):
     db = tmp_path / "cli.db"
-    out = subprocess.run([sys.executable, "-m", "vs_lib", "data", "--db", str(db)], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "vs_lib", "data", "--db", str(db)], capture_output=True, text=True, check=True
+    ).stdout
     assert "Fashion-MNIST: 60,000 train + 10,000 test" in out and "built" in out
     assert "70,000" in out and "3,000" in out and "synthetic" in out
-    again = subprocess.run([sys.executable, "-m", "vs_lib", "data", "--db", str(db)], capture_output=True, text=True,
-                           check=True).stdout
+    again = subprocess.run(
+        [sys.executable, "-m", "vs_lib", "data", "--db", str(db)], capture_output=True, text=True, check=True
+    ).stdout
     assert "up to date, reused" in again
 
 
@@ -297,3 +329,49 @@ def test_storage_keys_name_the_pixels(ds, tmp_path, monkeypatch):
     assert got.shape == (5, 4) and got.dtype == np.uint8  # RGBA is read as L
     with pytest.raises(FileNotFoundError):
         data.load_pixels("uploads/missing.png")
+
+
+def test_load_pixels_many_reads_corpus_and_a_given_object_store(ds, tmp_path):
+    from PIL import Image
+
+    store = tmp_path / "store"
+    (store / "uploads").mkdir(parents=True)
+    rgb = np.random.default_rng(1).integers(0, 255, (6, 5, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(store / "uploads" / "c.png")
+    keys = ["fashion-mnist/test/9", "uploads/c.png", "fashion-mnist/train/0"]
+    got = data.load_pixels_many(keys, store_dir=store)
+    np.testing.assert_array_equal(got[0], ds.test_images[9])
+    np.testing.assert_array_equal(got[1], rgb)  # RGB is kept, lossless PNG
+    np.testing.assert_array_equal(got[2], ds.train_images[0])
+    np.testing.assert_array_equal(data.load_pixels("uploads/c.png", store_dir=store), rgb)
+    for outside in ("../secret.png", "/etc/passwd", "uploads/../../x.png"):
+        with pytest.raises(data.UnknownImageError, match="inside the object store"):
+            data.load_pixels(outside, store_dir=store)
+
+
+def test_insert_image_adds_an_upload_row_and_respects_the_constraints(small_db):
+    conn = data.connect(small_db)
+    before = data.table_counts(small_db)["images"]
+    new = data.insert_image(
+        conn, owner_id=3, storage_key="uploads/n.png", tags="a,b", is_private=True, upload_time=1_700_000_000
+    )
+    conn.commit()
+    row = data.image_row(conn, new)
+    assert new == before  # SQLite assigns max(id) + 1: after the generated ids 0..n-1
+    assert {
+        k: row[k] for k in ("owner_id", "tags", "is_private", "is_flagged", "split", "synthetic", "upload_time")
+    } == {
+        "owner_id": 3,
+        "tags": "a,b",
+        "is_private": 1,
+        "is_flagged": 0,
+        "split": "upload",
+        "synthetic": 0,
+        "upload_time": 1_700_000_000,
+    }
+    for owner, key in ((99_999, "uploads/m.png"), (3, "uploads/n.png")):  # unknown owner; storage key taken
+        with pytest.raises(sqlite3.IntegrityError):
+            data.insert_image(conn, owner_id=owner, storage_key=key)
+        conn.rollback()
+    assert data.table_counts(small_db)["images"] == before + 1
+    conn.close()

@@ -203,10 +203,10 @@ def test_search_service_runs_on_milvus(tmp_path, monkeypatch):
 
     from PIL import Image
 
-    from vs_lib import data, serving
+    from vs_lib import data, serving, testing
 
     monkeypatch.setenv("VS_DATA_DIR", str(tmp_path / "data"))
-    paths = serving.build_small_platform(tmp_path / "platform", n_images=400, dim=32)
+    paths = testing.build_small_platform(tmp_path / "platform", n_images=400, dim=32)
     ipath = tmp_path / "index" / "milvus"
     kwargs = dict(index_kind="milvus", db_path=paths["db"], index_path=ipath, store_dir=tmp_path / "objects", progress=False)
     svc = serving.SearchService.from_paths(paths["model"], **kwargs)

@@ -1,13 +1,14 @@
-"""vs_lib.serving: image validation, perceptual hash, re-ranking rules, the facade, uploads.
+"""vs_lib.serving: image validation, perceptual hash, visibility and re-ranking rules, caches, the facade, uploads.
 
 Everything runs on a small platform built in a temporary folder (2,000 Fashion-MNIST
-images, a PCA encoder fitted in a second, a flat index) — no trained model needed.
+images, a PCA encoder fitted in a second, a flat index) — no trained model needed. Tests
+that upload work on their own copy of it, so the shared one never changes.
 """
+
 from __future__ import annotations
 
 import io
 import sqlite3
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -16,22 +17,46 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from vs_lib import data, serving, testing
 from vs_lib import index as index_mod
-from vs_lib import serving
+from vs_lib.serving import caches, hashing
+from vs_lib.serving.access import ImageMeta, hidden_reason
 
 N_IMAGES = 2000
+N_USERS = 30
 
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
-    return serving.build_small_platform(tmp_path_factory.mktemp("platform"), N_IMAGES, n_users=30, seed=0)
+    return testing.build_small_platform(tmp_path_factory.mktemp("platform"), N_IMAGES, n_users=N_USERS, seed=0)
 
 
 @pytest.fixture(scope="module")
 def service(platform):
-    svc = serving.open_small_platform(platform)
+    """Shared and read-only: no test uploads into it."""
+    svc = testing.open_small_platform(platform)
     yield svc
     svc.close()
+
+
+@pytest.fixture
+def own(platform, tmp_path):
+    """A copy of the platform and a service over it, for a test that uploads."""
+    paths = testing.copy_platform(platform, tmp_path / "copy")
+    svc = testing.open_small_platform(paths)
+    yield paths, svc
+    svc.close()
+
+
+@pytest.fixture(scope="module")
+def meta(platform):
+    """``{id: (owner_id, is_private, is_flagged)}`` read straight from the database."""
+    return {r[0]: r[1:] for r in rows(platform, "SELECT id, owner_id, is_private, is_flagged FROM images")}
+
+
+@pytest.fixture(scope="module")
+def public_ids(meta):
+    return sorted(i for i, (_, p, f) in meta.items() if not p and not f)
 
 
 def png_bytes(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
@@ -40,19 +65,26 @@ def png_bytes(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
     return buf.getvalue()
 
 
-def rows(platform, sql, args=()):
-    conn = sqlite3.connect(platform["db"])
+def rows(paths, sql, args=()):
+    conn = sqlite3.connect(paths["db"])
     try:
         return conn.execute(sql, args).fetchall()
     finally:
         conn.close()
 
 
+def novel_image(seed: int) -> Image.Image:
+    """A 28x28 image unlike any garment: a random checkerboard-ish pattern."""
+    rng = np.random.default_rng(seed)
+    a = (rng.random((7, 7)) > 0.5).astype(np.uint8) * 255
+    return Image.fromarray(np.kron(a, np.ones((4, 4), np.uint8)))
+
+
 # --------------------------------------------------------------------------- perceptual hash
 def test_area_matrix_is_exact_area_averaging():
     rng = np.random.default_rng(0)
     a = rng.random((100, 70)) * 255
-    ours = serving.area_matrix(100, 32) @ a @ serving.area_matrix(70, 32).T
+    ours = hashing.area_matrix(100, 32) @ a @ hashing.area_matrix(70, 32).T
     # independent: repeat every pixel until the sizes divide, then average equal blocks
     big = np.repeat(np.repeat(a, 8, axis=0), 16, axis=1)  # 800 x 1120 = 32*25 x 32*35
     brute = big.reshape(32, 25, 32, 35).mean(axis=(1, 3))
@@ -60,19 +92,28 @@ def test_area_matrix_is_exact_area_averaging():
     # and for whole-pixel boxes it is PIL's BOX filter
     b = rng.random((96, 64)).astype(np.float32) * 255
     pil = np.asarray(Image.fromarray(b, mode="F").resize((32, 32), Image.BOX))
-    assert np.abs(serving.area_matrix(96, 32) @ b @ serving.area_matrix(64, 32).T - pil).max() < 1e-3
+    assert np.abs(hashing.area_matrix(96, 32) @ b @ hashing.area_matrix(64, 32).T - pil).max() < 1e-3
 
 
 def test_dct_matrix_matches_scipy():
     from scipy.fft import dct
 
     x = np.random.default_rng(1).random(32)
-    assert np.allclose(serving.dct_matrix(32) @ x, dct(x, norm="ortho"))
+    assert np.allclose(hashing.dct_matrix(32) @ x, dct(x, norm="ortho"))
+
+
+def test_perceptual_hash_bits_match_an_independent_computation():
+    from scipy.fft import dctn
+
+    img = np.random.default_rng(2).integers(0, 255, (64, 96)).astype(np.uint8)
+    # independent: PIL's BOX resize to 32 x 32, scipy's 2-D DCT, 8 x 8 low corner vs its median
+    small = np.asarray(Image.fromarray(img.astype(np.float32), mode="F").resize((32, 32), Image.BOX), np.float64)
+    low = dctn(small, norm="ortho")[:8, :8].ravel()
+    expected = int("".join("1" if v > np.median(low) else "0" for v in low), 2)
+    assert int(serving.perceptual_hash(img)[0]) == expected
 
 
 def test_perceptual_hash_separates_copies_from_different_images():
-    from vs_lib import data
-
     imgs = data.load_fashion_mnist().train_images[:300]
     h = serving.perceptual_hash(imgs)
     # batch (matrix) and single-image (PIL) paths agree
@@ -90,7 +131,7 @@ def test_perceptual_hash_separates_copies_from_different_images():
 def test_hamming_counts_bits_independently():
     a = np.array([0, 0b1011, 2**63], dtype=np.uint64)
     b = np.array([0, 0b0001, 0], dtype=np.uint64)
-    expected = [bin(int(x) ^ int(y)).count("1") for x, y in zip(a, b)]
+    expected = [bin(int(x) ^ int(y)).count("1") for x, y in zip(a, b, strict=True)]
     assert serving.hamming(a, b).tolist() == expected
 
 
@@ -101,7 +142,7 @@ def test_decode_rejects_bad_bytes():
     with pytest.raises(serving.NotAnImage, match="not an image"):
         serving.decode_image(b"%PDF-1.4 definitely not an image")
     good = png_bytes(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)))
-    with pytest.raises(serving.InvalidImage, match="truncated|corrupt"):
+    with pytest.raises(serving.InvalidImage, match=r"truncated|corrupt"):
         serving.decode_image(good[: len(good) // 2])
     with pytest.raises(serving.ImageTooLarge, match="limit"):
         serving.decode_image(good, max_bytes=100)
@@ -150,6 +191,7 @@ def test_exif_rotation_is_honoured():
 def test_crop_parsing_and_bounds():
     img = Image.new("L", (28, 20))
     assert serving.parse_crop("1, 2, 10, 12") == (1, 2, 10, 12)
+    assert serving.parse_crop([1.4, 2.6, 10, 12]) == (1, 3, 10, 12)
     assert serving.parse_crop("") is None and serving.parse_crop(None) is None
     assert serving.apply_crop(img, (1, 2, 10, 12)).size == (9, 10)
     for bad in ["1,2,3", "a,b,c,d", "nan,0,1,1"]:
@@ -160,60 +202,212 @@ def test_crop_parsing_and_bounds():
             serving.apply_crop(img, box)
 
 
-# --------------------------------------------------------------------------- re-ranking rules
+def test_encode_png_scales_the_longer_side():
+    img = Image.fromarray(np.arange(28 * 14, dtype=np.uint8).reshape(28, 14))
+    big = Image.open(io.BytesIO(serving.encode_png(img, 56)))
+    assert big.size == (28, 56)
+    assert np.array_equal(np.asarray(big)[::2, ::2], np.asarray(img))  # enlarged by whole pixels
+    small = Image.open(io.BytesIO(serving.encode_png(img, 14)))
+    assert small.size == (7, 14)
+    np.testing.assert_allclose(np.asarray(small), np.asarray(img, float).reshape(14, 2, 7, 2).mean(axis=(1, 3)), atol=1)
+    assert Image.open(io.BytesIO(serving.encode_png(img))).size == (14, 28)
+    with pytest.raises(serving.ServingError, match="size"):
+        serving.encode_png(img, 4)
+
+
+# --------------------------------------------------------------------------- visibility and re-ranking rules
+def test_visibility_rule():
+    public, private, flagged = ImageMeta(7, False, False), ImageMeta(7, True, False), ImageMeta(7, False, True)
+    expected = {  # (image, requester, as_result) -> reason; 7 owns all three
+        (public, None, True): None, (public, 8, False): None,
+        (private, 7, True): None, (private, 8, True): "private", (private, None, False): "private",
+        (flagged, 7, False): None, (flagged, 7, True): "flagged", (flagged, 8, False): "flagged",
+        (None, 7, False): "unknown",
+    }  # fmt: skip
+    for (m, who, as_result), reason in expected.items():
+        assert hidden_reason(m, who, as_result=as_result) == reason, (m, who, as_result)
+
+
+def _meta(table):
+    return {i: ImageMeta(o, p, f, t) for i, (o, p, f, t) in table.items()}
+
+
 def test_reranker_rules_on_a_hand_made_list():
-    # id: (owner, private, flagged, tags)
-    meta = {1: (10, False, False, "a"), 2: (11, True, False, "b"), 3: (10, True, False, "c"),
-            4: (12, False, True, "d"), 5: (12, False, False, "e"), 6: (13, False, False, "f"),
-            7: (14, False, False, "g")}
-    vec = {9: [1, 1, 1], 1: [1, 0, 0], 2: [0, 1, 0], 3: [0, 0, 1], 4: [1, 0, 0], 5: [0.6, 0.8, 0], 6: [0.6, 0.8, 0.0005], 7: [0, 0.6, 0.8]}
-    vectors = lambda ids: np.array([vec[i] for i in ids], dtype=np.float32) / np.linalg.norm([vec[i] for i in ids], axis=1, keepdims=True)
+    meta = _meta({1: (10, False, False, "a"), 2: (11, True, False, "b"), 3: (10, True, False, "c"),
+                  4: (12, False, True, "d"), 5: (12, False, False, "e"), 6: (13, False, False, "f"),
+                  7: (14, False, False, "g"), 9: (10, False, False, "q")})  # fmt: skip
+    vec = {9: [1, 1, 1], 1: [1, 0, 0], 2: [0, 1, 0], 3: [0, 0, 1], 4: [1, 0, 0], 5: [0.6, 0.8, 0],
+           6: [0.6, 0.8, 0.0005], 7: [0, 0.6, 0.8], 8: [1, 0, 0]}  # fmt: skip
+
+    def vectors(ids):
+        v = np.array([vec[i] for i in ids], dtype=np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
     ids = np.array([9, 1, 2, 3, 4, 5, 6, 7])
     scores = np.linspace(1, 0.3, len(ids))
     rr = serving.ReRanker(dup_cosine=0.99, dup_hamming=None)
-    res, dropped = rr.rerank(ids, scores, k=10, meta={**meta, 9: (10, False, False, "q")}, requester_id=10,
-                             query_image_id=9, vectors=vectors)
+    res, dropped = rr.rerank(ids, scores, k=10, meta=meta, requester_id=10, query_image_id=9, vectors=vectors)
     assert [r.image_id for r in res] == [1, 3, 5, 7]  # 9 query, 2 private of 11, 4 flagged, 6 duplicate of 5
     assert [r.rank for r in res] == [1, 2, 3, 4]
+    assert [r.tags for r in res] == ["a", "c", "e", "g"]
+    assert [r.score for r in res] == pytest.approx(scores[[1, 3, 5, 7]].tolist())
     assert dropped == {"query": 1, "private": 1, "flagged": 1, "unknown": 0, "duplicate": 1}
-    res, _ = rr.rerank(ids, scores, k=2, meta=meta, requester_id=None, vectors=vectors)
+    without_9 = {i: m for i, m in meta.items() if i != 9}
+    res, dropped = rr.rerank(ids, scores, k=2, meta=without_9, requester_id=None, vectors=vectors)
     assert [r.image_id for r in res] == [1, 5]  # anonymous: no private image at all; k respected
+    assert dropped["unknown"] == 1 and dropped["private"] == 2
     # a platform query: its copies go too (8 is a public copy of the query 1)
-    meta[8], vec[8] = (15, False, False, "h"), [1, 0, 0]
+    meta[8] = ImageMeta(15, False, False, "h")
     res, dropped = rr.rerank(np.array([1, 8, 5, 6, 7]), np.linspace(1, 0.5, 5), k=10, meta=meta, requester_id=12,
-                             query_image_id=1, vectors=vectors)
+                             query_image_id=1, vectors=vectors)  # fmt: skip
     assert [r.image_id for r in res] == [5, 7]
     assert dropped["query"] == 1 and dropped["duplicate"] == 2
-    res, _ = rr.rerank(np.array([8, 5, 6, 7]), np.linspace(1, 0.5, 4), k=10, meta=meta, requester_id=12, vectors=vectors)
-    assert [r.image_id for r in res] == [8, 5, 7]  # a file query keeps it (upload-then-find relies on this)
+    res, _ = rr.rerank(np.array([8, 5, 6, 7, 99]), np.linspace(1, 0.5, 5), k=10, meta=meta, requester_id=12,
+                       vectors=vectors)  # fmt: skip
+    assert [r.image_id for r in res] == [8, 5, 7]  # a file query keeps it (upload-then-find relies on this); 99 unknown
 
 
-def test_search_fills_k_despite_filters(service, platform):
-    hidden = rows(platform, "SELECT COUNT(*) FROM images WHERE is_private = 1 OR is_flagged = 1")[0][0]
-    assert hidden > 100  # the small platform hides many images on purpose
-    for q in [0, 1, 2, 3]:
-        try:
-            resp = service.search(image_id=q, k=100, user_id=None)
-        except serving.NotFound:
+def _rerank_by_hand(ids, meta, requester, query_id, hashes, k, max_bits):
+    """The rules restated in plain Python, one candidate at a time, with str.count for the bits."""
+    kept = [query_id] if query_id is not None else []
+    out = []
+    for i in ids:
+        m = meta.get(i)
+        if i == query_id or m is None or m.is_flagged or (m.is_private and m.owner_id != requester):
             continue
+        if any(bin(hashes[i] ^ hashes[j]).count("1") <= max_bits for j in kept):
+            continue
+        kept.append(i)
+        out.append(i)
+        if len(out) == k:
+            break
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 10**6), k=st.integers(1, 12), by_id=st.booleans(), requester=st.sampled_from([None, 1, 2]))
+def test_reranker_agrees_with_a_rule_by_rule_computation(seed, k, by_id, requester):
+    rng = np.random.default_rng(seed)
+    n = 30
+    ids = rng.permutation(100)[:n]
+    meta = {int(i): ImageMeta(int(rng.integers(1, 4)), bool(rng.random() < 0.3), bool(rng.random() < 0.15))
+            for i in ids if rng.random() < 0.9}  # fmt: skip
+    base = rng.integers(0, 2**63, 4, dtype=np.uint64)  # 4 families of near-identical hashes
+    hashes = {int(i): int(base[rng.integers(0, 4)] ^ np.uint64(1 << int(rng.integers(0, 64)))) for i in range(100)}
+    query = int(ids[0]) if by_id else None
+    res, dropped = serving.ReRanker(dup_cosine=None, dup_hamming=2).rerank(
+        ids, np.linspace(1, 0, n), k=k, meta=meta, requester_id=requester, query_image_id=query,
+        hashes=lambda xs: np.array([hashes[x] for x in xs], dtype=np.uint64),
+    )  # fmt: skip
+    assert [r.image_id for r in res] == _rerank_by_hand(ids.tolist(), meta, requester, query, hashes, k, 2)
+    hidden = [i for i in ids.tolist() if i != query and hidden_reason(meta.get(i), requester, as_result=True)]
+    assert dropped["query"] == int(by_id) and dropped["unknown"] == sum(i not in meta for i in hidden)
+    assert dropped["private"] + dropped["flagged"] + dropped["unknown"] == len(hidden)
+
+
+# --------------------------------------------------------------------------- caches
+def _unit_vectors(n=50, dim=8, seed=0):
+    """``(n, dim)`` L2-normalised vectors and their ids ``100..100+n-1``."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True), np.arange(100, 100 + n, dtype=np.int64)
+
+
+def test_vector_cache_reads_stored_vectors_through_reconstruct(monkeypatch):
+    x, ids = _unit_vectors()
+    idx = index_mod.create(8, "flat")
+    idx.add(x, ids)
+    calls = []
+    real = idx.reconstruct
+    monkeypatch.setattr(idx, "reconstruct", lambda got: calls.append(np.asarray(got).tolist()) or real(got))
+    fallback = []
+    cache = caches.VectorCache(serving.NeighbourService(idx), lambda m: fallback.append(m) or np.zeros((len(m), 8)), 8)
+    got = cache.get([105, 101, 105])
+    np.testing.assert_array_equal(got, x[[5, 1, 5]])  # exactly the vectors that were added
+    assert calls == [[105, 101]] and fallback == []  # one read of the distinct ids, nothing re-embedded
+    cache.get([101])
+    assert len(calls) == 1  # cached
+    # an id the index lacks is re-embedded, and the index stays the source for the others
+    cache.get([999])
+    assert fallback == [[999]] and cache.can_reconstruct
+    np.testing.assert_array_equal(cache.get([120]), x[[20]])
+    assert calls[-1] == [120]
+
+
+def test_vector_cache_re_embeds_when_the_kind_keeps_no_vectors():
+    x, ids = _unit_vectors(n=300, dim=16)
+    idx = index_mod.create(16, "lsh", nbits=64)
+    idx.add(x, ids)
+    with pytest.raises(index_mod.VectorIndexError):
+        idx.reconstruct(ids[:1])  # what the cache relies on: the kind says it cannot
+    fallback = []
+
+    def embed(missing):
+        fallback.append(list(missing))
+        return x[np.asarray(missing) - 100]
+
+    cache = caches.VectorCache(serving.NeighbourService(idx), embed, 16)
+    assert cache.prefill() == 0 and not cache.can_reconstruct
+    np.testing.assert_array_equal(cache.get([103, 110]), x[[3, 10]])
+    cache.get([103, 110, 104])
+    assert fallback == [[103, 110], [104]]  # each id embedded once
+
+
+def test_hash_cache_loads_only_what_is_missing():
+    imgs = data.load_fashion_mnist().train_images[:6]
+    asked = []
+
+    def pixels(ids):
+        asked.append(list(ids))
+        return [Image.fromarray(imgs[i]) for i in ids]
+
+    cache = caches.HashCache(pixels)
+    cache.prefill([0, 1, 2], imgs[:3])
+    got = cache.get([2, 4, 0, 4])
+    assert asked == [[4]]
+    assert got.tolist() == serving.perceptual_hash(imgs[[2, 4, 0, 4]]).tolist()
+
+
+# --------------------------------------------------------------------------- the facade: search
+def test_search_fills_k_despite_filters(service, public_ids):
+    for q in public_ids[:4]:
+        resp = service.search(image_id=q, k=100, user_id=None)
         assert len(resp.results) == 100
-        assert set(resp.timings_ms) >= {"validate", "embed", "search", "rerank", "total"}
+        assert resp.dropped["private"] + resp.dropped["flagged"] > 0  # the top 100 alone would have been short
+        assert set(resp.timings_ms) == {"validate", "embed", "search", "rerank", "total"}
 
 
-def test_search_by_id_equals_search_by_pixels(service):
-    from vs_lib import data
-
-    img = data.load_fashion_mnist().train_images[11]
-    by_id = service.search(image_id=11, k=10, user_id=None) if 11 in _visible(service) else None
+def test_search_by_id_equals_search_by_pixels(service, public_ids):
+    q = public_ids[5]
+    img = data.load_fashion_mnist().train_images[q]
+    by_id = service.search(image_id=q, k=10, user_id=None)
     by_px = service.search(png_bytes(Image.fromarray(img)), k=11, user_id=None)
-    if by_id is not None:
-        ids = [i for i in by_px.ids if i != 11][:10]
-        assert ids == by_id.ids
+    assert by_px.ids[0] == q  # a file query finds the image itself first
+    assert by_px.ids[1:] == by_id.ids
+
+
+def test_search_ids_is_the_exact_top_k_of_the_visible_images(platform, meta):
+    """The whole pipeline against NumPy: cosine top-k over the images the requester may see."""
+    svc = testing.open_small_platform(platform, dup_hamming=None)  # duplicate rule off: plain filtering
+    try:
+        emb = svc.encoder.embed(data.load_fashion_mnist().train_images[:N_IMAGES])  # independent of the index
+        rng = np.random.default_rng(4)
+        for requester in (None, 3, 17):
+            for q in rng.choice([i for i, (o, p, f) in meta.items() if not (p or f)], 3, replace=False).tolist():
+                got = svc.search_ids(q, 25, requester)
+                allowed = np.array([i != q and not f and (not p or o == requester) for i, (o, p, f) in
+                                    sorted(meta.items())])  # fmt: skip
+                scores = np.where(allowed, emb @ emb[q], -np.inf)
+                expected = np.sort(scores)[::-1][:25]
+                assert len(got) == 25 and all(allowed[got])
+                np.testing.assert_allclose(scores[got], expected, atol=1e-5)  # the 25 best, best first
+    finally:
+        svc.close()
 
 
 def test_flagged_image_hidden_from_all_but_its_owner(service, platform):
     fid, owner = rows(platform, "SELECT id, owner_id FROM images WHERE is_flagged = 1 AND is_private = 0 LIMIT 1")[0]
-    other = owner % 30 + 1
+    other = owner % N_USERS + 1
     assert service.get_image(fid, user_id=owner).size == (28, 28)
     for who in (other, None):
         with pytest.raises(serving.NotFound):
@@ -221,20 +415,14 @@ def test_flagged_image_hidden_from_all_but_its_owner(service, platform):
         with pytest.raises(serving.NotFound):
             service.search(image_id=fid, k=3, user_id=who)
     own = service.search(image_id=fid, k=10, user_id=owner)
-    assert fid not in own.ids  # never in results, not even for its owner
-
-
-def _visible(service):
-    meta = service.image_meta(range(N_IMAGES))
-    return {i for i, m in meta.items() if not m[1] and not m[2]}
+    assert len(own.ids) == 10 and fid not in own.ids  # never in results, not even for its owner
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(requester=st.one_of(st.none(), st.integers(1, 30)), query=st.integers(0, N_IMAGES - 1), k=st.integers(1, 60),
-       crop=st.booleans())
-def test_privacy_property(service, platform, requester, query, k, crop):
+@given(requester=st.one_of(st.none(), st.integers(1, N_USERS)), query=st.integers(0, N_IMAGES - 1),
+       k=st.integers(1, 60), crop=st.booleans())  # fmt: skip
+def test_privacy_property(service, meta, requester, query, k, crop):
     """Whoever asks, about whatever: no private image of another user, no flagged image, ever."""
-    meta = {r[0]: r[1:] for r in rows(platform, "SELECT id, owner_id, is_private, is_flagged FROM images")}
     owner, private, flagged = meta[query]
     kwargs = {"crop": "2,2,26,26"} if crop else {}
     if (private or flagged) and owner != requester:
@@ -249,132 +437,146 @@ def test_privacy_property(service, platform, requester, query, k, crop):
         assert not p or o == requester
         assert r.image_id != query
     assert [r.rank for r in resp.results] == list(range(1, k + 1))
-    assert all(a.score >= b.score for a, b in zip(resp.results, resp.results[1:]))
+    assert all(a.score >= b.score for a, b in zip(resp.results, resp.results[1:], strict=False))
 
 
-def test_unknown_ids_and_bad_k(service):
+def test_random_ids_are_visible_to_the_requester(service, meta):
+    for who in (None, 4):
+        ids = service.random_ids(50, who, seed=1)
+        assert len(ids) == 50 and len(set(ids)) == 50
+        assert all(not meta[i][2] and (not meta[i][1] or meta[i][0] == who) for i in ids)
+    assert service.random_ids(50, 4, seed=1) == service.random_ids(50, 4, seed=1)  # a seed repeats the pick
+    with pytest.raises(serving.ServingError, match="n must"):
+        service.random_ids(0)
+
+
+def test_unknown_ids_and_bad_k(service, public_ids):
+    q = public_ids[0]
     with pytest.raises(serving.NotFound, match="user_id"):
-        service.search(image_id=0, k=5, user_id=99_999)
+        service.search(image_id=q, k=5, user_id=99_999)
     with pytest.raises(serving.NotFound, match="image_id"):
         service.search(image_id=10**9, k=5)
     for k in [0, -3, 101, 10**9, "x"]:
         with pytest.raises(serving.ServingError, match="k must"):
-            service.search(image_id=0, k=k)
+            service.search(image_id=q, k=k)
     with pytest.raises(serving.ServingError, match="exactly one"):
         service.search(k=5)
 
 
-# --------------------------------------------------------------------------- uploads
-def novel_image(seed: int) -> Image.Image:
-    """A 28x28 image unlike any garment: a random checkerboard-ish pattern."""
-    rng = np.random.default_rng(seed)
-    a = (rng.random((7, 7)) > 0.5).astype(np.uint8) * 255
-    return Image.fromarray(np.kron(a, np.ones((4, 4), np.uint8)))
-
-
-def test_upload_then_search_finds_it_and_survives_a_restart(service, platform):
-    n_before = len(service.neighbours)
+# --------------------------------------------------------------------------- the facade: uploads
+def test_upload_then_search_finds_it_and_survives_a_restart(own):
+    paths, svc = own
+    n_before = len(svc.neighbours)
     img = novel_image(1)
-    res = service.upload(png_bytes(img), owner_id=5, tags="pattern,test")
-    assert res.image_id >= N_IMAGES
-    assert len(service.neighbours) == n_before + 1
-    assert (service.store_dir / res.storage_key).exists()
-    hit = service.search(png_bytes(img), k=5, user_id=7)
+    res = svc.upload(png_bytes(img), owner_id=5, tags="pattern,test")
+    assert res.image_id >= N_IMAGES and len(svc.neighbours) == n_before + 1
+    hit = svc.search(png_bytes(img), k=5, user_id=7)
     assert hit.results[0].image_id == res.image_id and hit.results[0].score > 0.999
     assert hit.results[0].tags == "pattern,test"
     # the index on disk already holds it: a restarted service finds it too
-    reloaded = index_mod.VectorIndex.load(platform["index"])
-    assert res.image_id in reloaded
-    fresh = serving.open_small_platform(platform)
-    assert fresh.search(png_bytes(img), k=1).ids == [res.image_id]
-    assert np.array_equal(np.asarray(fresh.get_image(res.image_id)), np.asarray(img))
-    fresh.close()
-
-
-def test_private_upload_is_visible_to_its_owner_only(service):
-    img = novel_image(2)
-    res = service.upload(png_bytes(img), owner_id=6, is_private=True)
-    assert service.search(png_bytes(img), k=3, user_id=6).ids[0] == res.image_id
-    assert res.image_id not in service.search(png_bytes(img), k=50, user_id=8).ids
-    assert res.image_id not in service.search(png_bytes(img), k=50).ids
-    with pytest.raises(serving.NotFound):
-        service.get_image(res.image_id, user_id=8)
-    assert service.get_image(res.image_id, user_id=6).size == (28, 28)
-
-
-def test_near_duplicates_are_collapsed(service):
-    img = novel_image(3)
-    a = service.upload(png_bytes(img), owner_id=5)
-    brighter = Image.fromarray(np.clip(np.asarray(img).astype(int) * 0.9 + 10, 0, 255).astype(np.uint8))
-    b = service.upload(png_bytes(brighter), owner_id=9)
-    same = service.upload(png_bytes(img), owner_id=10)  # an exact re-upload
-    hashes = service.hashes([a.image_id, b.image_id, same.image_id])
-    assert serving.hamming(hashes[0], hashes[1]) <= serving.DUP_HAMMING
-    resp = service.search(png_bytes(img), k=10)
-    found = {a.image_id, b.image_id, same.image_id} & set(resp.ids)
-    assert len(found) == 1 and resp.dropped["duplicate"] >= 2
-    # with the rule off, all three come back
-    plain = serving.ReRanker(dup_cosine=None, dup_hamming=None)
-    old, service.reranker = service.reranker, plain
+    assert res.image_id in index_mod.load(paths["index"]).ids()
+    fresh = testing.open_small_platform(paths)
     try:
-        assert {a.image_id, b.image_id, same.image_id} <= set(service.search(png_bytes(img), k=10).ids)
+        assert fresh.search(png_bytes(img), k=1).ids == [res.image_id]
+        assert np.array_equal(np.asarray(fresh.get_image(res.image_id)), np.asarray(img))
     finally:
-        service.reranker = old
+        fresh.close()
 
 
-def test_failed_upload_changes_nothing(service, platform, monkeypatch):
-    count = lambda: rows(platform, "SELECT COUNT(*) FROM images")[0][0]
-    files = lambda: sorted(p.name for p in (service.store_dir / "uploads").glob("*")) if (service.store_dir / "uploads").exists() else []
-    before = (count(), len(service.neighbours), files(), set(service.neighbours.index.ids().tolist()))
+def test_an_upload_is_read_back_through_its_storage_key(own):
+    paths, svc = own
+    img = novel_image(6)
+    res = svc.upload(png_bytes(img), owner_id=2)
+    key = rows(paths, "SELECT storage_key, split FROM images WHERE id = ?", (res.image_id,))[0]
+    assert key == (res.storage_key, "upload") and key[0].startswith(data.UPLOAD_PREFIX)
+    assert (svc.store.store_dir / res.storage_key).is_file()
+    np.testing.assert_array_equal(data.load_pixels(res.storage_key, store_dir=svc.store.store_dir), np.asarray(img))
+    # its id is below 60,000, yet it is not the corpus image at that position: the key decides
+    corpus_twin = data.load_fashion_mnist().train_images[res.image_id]
+    assert not np.array_equal(corpus_twin, np.asarray(img))
+    np.testing.assert_array_equal(svc.load_image(res.image_id), np.asarray(img))
+    # after a restart, its hash is computed from the stored file and matches the one made at upload
+    fresh = testing.open_small_platform(paths)
+    try:
+        assert fresh.hashes.get([res.image_id])[0] == svc.hashes.get([res.image_id])[0]
+    finally:
+        fresh.close()
+
+
+def test_private_upload_is_visible_to_its_owner_only(own):
+    _, svc = own
+    img = novel_image(2)
+    res = svc.upload(png_bytes(img), owner_id=6, is_private=True)
+    assert svc.search(png_bytes(img), k=3, user_id=6).ids[0] == res.image_id
+    assert res.image_id not in svc.search(png_bytes(img), k=50, user_id=8).ids
+    assert res.image_id not in svc.search(png_bytes(img), k=50).ids
+    with pytest.raises(serving.NotFound):
+        svc.get_image(res.image_id, user_id=8)
+    assert svc.get_image(res.image_id, user_id=6).size == (28, 28)
+
+
+def test_near_duplicates_are_collapsed(own):
+    _, svc = own
+    img = novel_image(3)
+    a = svc.upload(png_bytes(img), owner_id=5)
+    brighter = Image.fromarray(np.clip(np.asarray(img).astype(int) * 0.9 + 10, 0, 255).astype(np.uint8))
+    b = svc.upload(png_bytes(brighter), owner_id=9)
+    same = svc.upload(png_bytes(img), owner_id=10)  # an exact re-upload
+    family = {a.image_id, b.image_id, same.image_id}
+    hashes = svc.hashes.get([a.image_id, b.image_id, same.image_id])
+    assert serving.hamming(hashes[0], hashes[1]) <= serving.DUP_HAMMING
+    resp = svc.search(png_bytes(img), k=10)
+    assert len(family & set(resp.ids)) == 1 and resp.dropped["duplicate"] >= 2
+    # with the rules off, all three come back
+    svc.reranker = serving.ReRanker(dup_cosine=None, dup_hamming=None)
+    assert family <= set(svc.search(png_bytes(img), k=10).ids)
+
+
+def test_failed_upload_changes_nothing(own, monkeypatch):
+    paths, svc = own
+    count = lambda: rows(paths, "SELECT COUNT(*) FROM images")[0][0]  # noqa: E731
+    files = lambda: sorted(p.name for p in svc.store.store_dir.rglob("*") if p.is_file())  # noqa: E731
+    on_disk = lambda: index_mod.load(paths["index"]).ids().tolist()  # noqa: E731
+    before = (count(), len(svc.neighbours), files(), svc.neighbours.ids().tolist(), on_disk())
 
     def boom(*a, **k):
-        raise RuntimeError("disk full (simulated)")
+        raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(service.neighbours, "save", boom)
-    with pytest.raises(RuntimeError, match="simulated"):
-        service.upload(png_bytes(novel_image(4)), owner_id=5)
-    monkeypatch.undo()
-    assert (count(), len(service.neighbours), files(), set(service.neighbours.index.ids().tolist())) == before
+    for target, name in ((svc.neighbours, "save"), (data, "insert_image"), (svc.embedder, "embed")):
+        with monkeypatch.context() as m:
+            m.setattr(target, name, boom)
+            with pytest.raises(OSError, match="simulated"):
+                svc.upload(png_bytes(novel_image(4)), owner_id=5)
+        assert (count(), len(svc.neighbours), files(), svc.neighbours.ids().tolist(), on_disk()) == before, name
     # bad inputs: refused, nothing changed
-    for data, owner, err in [(b"", 5, serving.InvalidImage), (b"junk", 5, serving.NotAnImage),
-                             (png_bytes(novel_image(5)), 99_999, serving.NotFound)]:
+    for payload, owner, err in [(b"", 5, serving.InvalidImage), (b"junk", 5, serving.NotAnImage),
+                                (png_bytes(novel_image(5)), 99_999, serving.NotFound)]:  # fmt: skip
         with pytest.raises(err):
-            service.upload(data, owner_id=owner)
-    assert (count(), len(service.neighbours), files()) == before[:3]
+            svc.upload(payload, owner_id=owner)
+    assert (count(), len(svc.neighbours), files()) == before[:3]
+    # and the service still works
+    assert svc.upload(png_bytes(novel_image(4)), owner_id=5).image_id not in before[3]
 
 
-def test_concurrent_uploads_and_searches_lose_nothing(service, platform):
-    n_before = len(service.neighbours)
-    errors: list[BaseException] = []
+def test_concurrent_uploads_and_searches_lose_nothing(own, public_ids):
+    paths, svc = own
+    n_before = len(svc.neighbours)
 
     def up(seed):
-        return service.upload(png_bytes(novel_image(1000 + seed)), owner_id=1 + seed % 30, tags=f"c{seed}").image_id
+        return svc.upload(png_bytes(novel_image(1000 + seed)), owner_id=1 + seed % N_USERS, tags=f"c{seed}").image_id
 
     def look(q):
-        try:
-            return service.search(image_id=int(q), k=10, user_id=None).ids
-        except serving.NotFound:
-            return []
+        return svc.search(image_id=int(q), k=10, user_id=None).ids
 
-    visible = sorted(_visible(service))[:40]
     with ThreadPoolExecutor(8) as pool:
         ups = [pool.submit(up, s) for s in range(12)]
-        looks = [pool.submit(look, q) for q in visible]
+        looks = [pool.submit(look, q) for q in public_ids[:40]]
         new_ids = [f.result() for f in ups]
-        for f in looks:
-            assert len(f.result()) == 10
+        assert all(len(f.result()) == 10 for f in looks)
     assert len(set(new_ids)) == 12
-    assert len(service.neighbours) == n_before + 12
-    assert set(new_ids) <= set(service.neighbours.index.ids().tolist())
-    db_ids = {r[0] for r in rows(platform, "SELECT id FROM images WHERE id >= ?", (N_IMAGES,))}
-    assert set(new_ids) <= db_ids
-    assert set(new_ids) <= set(index_mod.VectorIndex.load(platform["index"]).ids().tolist())
+    assert len(svc.neighbours) == n_before + 12
+    assert set(new_ids) <= set(svc.neighbours.ids().tolist())
+    assert set(new_ids) <= {r[0] for r in rows(paths, "SELECT id FROM images WHERE id >= ?", (N_IMAGES,))}
+    assert set(new_ids) <= set(index_mod.load(paths["index"]).ids().tolist())
     for s, i in enumerate(new_ids):  # every upload is findable by its own pixels
-        assert service.search(png_bytes(novel_image(1000 + s)), k=1, user_id=1 + s % 30).ids == [i]
-
-
-def test_search_ids_is_the_simulation_entry_point(service):
-    q = sorted(_visible(service))[0]
-    ids = service.search_ids(q, 10, 1)
-    assert ids == service.search(image_id=q, k=10, user_id=1).ids and len(ids) == 10
-    assert all(isinstance(i, int) for i in ids)
+        assert svc.search(png_bytes(novel_image(1000 + s)), k=1, user_id=1 + s % N_USERS).ids == [i]

@@ -1,4 +1,4 @@
-"""Data engineering: the Fashion-MNIST corpus, user image folders and the platform database.
+"""Data engineering: the Fashion-MNIST corpus, the platform database and the way to pixels.
 
 The corpus
     ``load_fashion_mnist()`` returns the 70,000 real 28×28 grayscale product images from
@@ -6,11 +6,21 @@ The corpus
     train + test: ids ``0..59999`` are training images, ``60000..69999`` test images.
 
 The platform database (SQLite, ``data/visual_search.db``)
-    ``images``, ``users`` and ``interactions`` as SPEC.md describes them. Images are real;
-    their metadata (owner, upload time, private/flagged flags), all users and the seed
-    interaction log are **synthetic**, generated with a seed, and say so in a
-    ``synthetic`` column and in the ``meta`` table.
+    ``images`` (owner, upload time, tags, private and flagged flags, storage key),
+    ``users`` (with personal fields no public interface returns) and ``interactions``
+    (impressions and clicks). Images are real; their metadata, all users and the seed
+    interaction log are **synthetic** (:mod:`vs_lib.synthetic`), generated with a seed, and
+    say so in a ``synthetic`` column and in the ``meta`` table.
+
+Pixels
+    Every image row has a *storage key*: ``fashion-mnist/<train|test>/<row>`` for the corpus,
+    a path relative to the object store (``data/objects``) for uploads.
+    :func:`load_pixels` is the one way from a key to pixels; :func:`insert_image` the one
+    way to add an image row.
+
+Folders of your own images are read by :mod:`vs_lib.folders`.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -18,41 +28,30 @@ import hashlib
 import os
 import shutil
 import sqlite3
+import time
 import urllib.request
-import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
-from . import config
+from . import config, synthetic
+
+# The synthetic world's constants, also read as ``data.*`` by the online simulation.
+from .synthetic import CITIES, EPOCH_START, YEAR, GeneratorConfig  # noqa: F401
+
+if TYPE_CHECKING:
+    import argparse
+
+    import pandas as pd
 
 CLI_HELP = "ensure the Fashion-MNIST corpus and the platform database; print sources and row counts"
 
-CLASS_NAMES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]
+CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 N_TRAIN, N_TEST = 60_000, 10_000
-
-# Manual tags a person might attach to each class (used by filters and shown in results;
-# never seen by the model).
-CLASS_TAGS = [
-    ["t-shirt", "top", "upper-body", "clothing"],
-    ["trouser", "pants", "lower-body", "clothing"],
-    ["pullover", "sweater", "upper-body", "clothing"],
-    ["dress", "one-piece", "clothing"],
-    ["coat", "outerwear", "upper-body", "clothing"],
-    ["sandal", "summer", "footwear"],
-    ["shirt", "upper-body", "clothing"],
-    ["sneaker", "sport", "footwear"],
-    ["bag", "accessory"],
-    ["ankle-boot", "boot", "footwear"],
-]
-# Coarse groups of related garments, used only by the synthetic click generator below.
-CLASS_GROUP = np.array([0, 1, 0, 0, 0, 2, 0, 2, 3, 2])
 
 # ---------------------------------------------------------------------------------------
 # Dataset registry (d2l's DATA_HUB idea): file -> (download URLs, SHA-256 of its content).
@@ -128,18 +127,16 @@ def candidate_dirs() -> list[Path]:
         dirs += [Path(env) / "fashion-mnist", Path(env)]
     dirs.append(config.ROOT / "data" / "fashion-mnist")
     dirs += list(SYSTEM_DIRS)
-    seen, unique = set(), []
+    unique: dict[str, Path] = {}  # by absolute path (no file-system calls: this runs on every pixel load)
     for d in dirs:
-        if d.resolve() not in seen:
-            seen.add(d.resolve())
-            unique.append(d)
-    return unique
+        unique.setdefault(os.path.abspath(d), d)
+    return list(unique.values())
 
 
 def _read_idx(raw: bytes, name: str) -> np.ndarray:
     magic = int.from_bytes(raw[:4], "big")
     if magic == 2051:  # images
-        n, rows, cols = (int.from_bytes(raw[i:i + 4], "big") for i in (4, 8, 12))
+        n, rows, cols = (int.from_bytes(raw[i : i + 4], "big") for i in (4, 8, 12))
         return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, rows, cols)
     if magic == 2049:  # labels
         return np.frombuffer(raw, dtype=np.uint8, offset=8).astype(np.int64)
@@ -173,7 +170,7 @@ def _try_dir(folder: Path) -> tuple[dict[str, np.ndarray] | None, str]:
 
 def _download(dest: Path, mirrors: Sequence[str]) -> tuple[dict[str, np.ndarray] | None, list[str]]:
     """Fetch the four files from the first mirror that serves them intact (atomic writes)."""
-    problems = []
+    problems: list[str] = []
     for base in mirrors:
         try:
             for name, sha in FILES.items():
@@ -244,55 +241,13 @@ def load_fashion_mnist(download: bool = True) -> FashionMNIST:
     download into ``data/fashion-mnist`` verified by SHA-256. Raises
     :class:`DataNotFoundError` listing every place tried. Arrays are read-only.
     """
-    download_dir = Path(os.environ["VS_DATA_DIR"]) / "fashion-mnist" if os.environ.get("VS_DATA_DIR") \
+    download_dir = (
+        Path(os.environ["VS_DATA_DIR"]) / "fashion-mnist"
+        if os.environ.get("VS_DATA_DIR")
         else config.ROOT / "data" / "fashion-mnist"
+    )
     mirrors = tuple(DOWNLOAD_MIRRORS) if download else ()
     return _load_cached(tuple(candidate_dirs()), mirrors, download_dir)
-
-
-# ---------------------------------------------------------------------------------------
-# A folder of the user's own images
-# ---------------------------------------------------------------------------------------
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-
-
-@dataclass
-class ImageFolder:
-    """Images found under a folder: PIL images (mode as stored) and their paths."""
-
-    images: list
-    paths: list[Path]
-    skipped: list[tuple[Path, str]]
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-
-def load_image_folder(folder: str | os.PathLike) -> ImageFolder:
-    """Every JPEG/PNG under ``folder`` (recursive, sorted by path).
-
-    Unreadable or corrupt files are skipped and listed in one warning; never a crash.
-    """
-    from PIL import Image
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise NotADirectoryError(f"{folder} is not a folder of images")
-    images, paths, skipped = [], [], []
-    for p in sorted(folder.rglob("*")):
-        if not p.is_file() or p.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
-        try:
-            with Image.open(p) as im:
-                im.load()
-                images.append(im.copy())
-            paths.append(p)
-        except Exception as e:  # PIL raises many kinds for bad files
-            skipped.append((p, f"{type(e).__name__}: {e}"))
-    if skipped:
-        listing = "\n  ".join(f"{p}: {why}" for p, why in skipped)
-        warnings.warn(f"skipped {len(skipped)} unreadable image file(s):\n  {listing}", stacklevel=2)
-    return ImageFolder(images, paths, skipped)
 
 
 # ---------------------------------------------------------------------------------------
@@ -351,38 +306,6 @@ CREATE INDEX idx_inter_source ON interactions(source, type);
 """
 TABLES = ("images", "users", "interactions")
 
-# Synthetic world: cities with coordinates, for users and interaction locations.
-CITIES = [
-    ("Berlin", "Germany", 52.52, 13.40), ("Hamburg", "Germany", 53.55, 9.99),
-    ("Paris", "France", 48.86, 2.35), ("Lyon", "France", 45.76, 4.84),
-    ("Madrid", "Spain", 40.42, -3.70), ("Milan", "Italy", 45.46, 9.19),
-    ("Amsterdam", "Netherlands", 52.37, 4.90), ("Stockholm", "Sweden", 59.33, 18.07),
-    ("Warsaw", "Poland", 52.23, 21.01), ("London", "United Kingdom", 51.51, -0.13),
-    ("Dublin", "Ireland", 53.35, -6.26), ("New York", "United States", 40.71, -74.01),
-    ("Chicago", "United States", 41.88, -87.63), ("San Francisco", "United States", 37.77, -122.42),
-    ("Toronto", "Canada", 43.65, -79.38), ("São Paulo", "Brazil", -23.55, -46.63),
-    ("Tokyo", "Japan", 35.68, 139.69), ("Seoul", "South Korea", 37.57, 126.98),
-    ("Sydney", "Australia", -33.87, 151.21), ("Lagos", "Nigeria", 6.52, 3.38),
-]
-GENDERS = ["female", "male", "non-binary", "undisclosed"]
-EPOCH_START = 1_672_531_200  # 2023-01-01 UTC: synthetic uploads span two years from here
-YEAR = 365 * 86_400
-
-
-@dataclass(frozen=True)
-class GeneratorConfig:
-    """What the seeded generator produces; stored in ``meta`` so a rebuild is detected."""
-
-    seed: int = 0
-    n_users: int = 3_000
-    n_sessions: int = 20_000
-    list_length: int = 10
-    private_rate: float = 0.02
-    flagged_rate: float = 0.01
-
-    def key(self) -> str:
-        return f"v{SCHEMA_VERSION}:" + ",".join(f"{k}={v}" for k, v in sorted(self.__dict__.items()))
-
 
 def connect(path: str | os.PathLike | None = None, readonly: bool = False) -> sqlite3.Connection:
     """Open the platform database with foreign keys enforced.
@@ -400,73 +323,17 @@ def connect(path: str | os.PathLike | None = None, readonly: bool = False) -> sq
     return conn
 
 
-def _generate(cfg: GeneratorConfig, labels: np.ndarray) -> dict[str, list[tuple]]:
-    """All synthetic rows, vectorised with one seeded generator."""
-    rng = np.random.default_rng(cfg.seed)
-    n_images = len(labels)
+class BuildInfo(TypedDict):
+    """What :func:`build_database` reports: where, whether it built now, and the row counts."""
 
-    # users
-    uid = np.arange(1, cfg.n_users + 1)
-    city_idx = rng.integers(0, len(CITIES), cfg.n_users)
-    ages = np.clip(rng.normal(34, 11, cfg.n_users).round(), 16, 80).astype(int)
-    genders = rng.choice(len(GENDERS), cfg.n_users, p=[0.48, 0.44, 0.03, 0.05])
-    users = [
-        (int(u), f"user{u:05d}", int(a), GENDERS[g], CITIES[c][0], CITIES[c][1], f"user{u:05d}@example.com", 1)
-        for u, a, g, c in zip(uid, ages, genders, city_idx)
-    ]
+    path: Path
+    built: bool
+    counts: dict[str, int]
 
-    # images: real pixels, synthetic metadata
-    owners = rng.integers(1, cfg.n_users + 1, n_images)
-    upload = EPOCH_START + rng.integers(0, 2 * YEAR, n_images)
-    private = rng.random(n_images) < cfg.private_rate
-    flagged = rng.random(n_images) < cfg.flagged_rate
-    tag_text = [",".join(t) for t in CLASS_TAGS]
-    images = []
-    for i in range(n_images):
-        split, j = ("train", i) if i < N_TRAIN else ("test", i - N_TRAIN)
-        images.append((i, int(owners[i]), int(upload[i]), tag_text[labels[i]], int(private[i]),
-                       int(flagged[i]), f"fashion-mnist/{split}/{j}", split, 1))
 
-    # seed interaction log: a "legacy" system shows list_length images per query session;
-    # a simulated user clicks by a position-based model: P(click) = examine(pos) * attract(rel)
-    train_idx = np.flatnonzero(np.arange(n_images) < N_TRAIN)
-    by_class = [train_idx[labels[train_idx] == c] for c in range(len(CLASS_NAMES))]
-    by_group = [train_idx[CLASS_GROUP[labels[train_idx]] == g] for g in range(CLASS_GROUP.max() + 1)]
-    visible = ~(private | flagged)
-    rows = []
-    L = cfg.list_length
-    examine = 1.0 / np.arange(1, L + 1) ** 0.8
-    t0 = EPOCH_START + 2 * YEAR  # the log covers the 90 days after the last upload
-    next_id = 1
-    for s in range(cfg.n_sessions):
-        user = int(rng.integers(1, cfg.n_users + 1))
-        q = int(rng.choice(train_idx))
-        cq = labels[q]
-        shown: list[int] = []
-        while len(shown) < L:  # legacy ranking: 55% same class, 25% related group, 20% random
-            r = rng.random()
-            pool = by_class[cq] if r < 0.55 else by_group[CLASS_GROUP[cq]] if r < 0.80 else train_idx
-            cand = int(rng.choice(pool))
-            if cand != q and visible[cand] and cand not in shown:
-                shown.append(cand)
-        c = CITIES[city_idx[user - 1]]
-        lat = float(np.clip(c[2] + rng.normal(0, 0.05), -90, 90))
-        lon = float(np.clip(c[3] + rng.normal(0, 0.05), -180, 180))
-        ts = int(t0 + rng.integers(0, 90 * 86_400))
-        shown_arr = np.array(shown)
-        same = labels[shown_arr] == cq
-        related = CLASS_GROUP[labels[shown_arr]] == CLASS_GROUP[cq]
-        attract = np.where(same, 0.45, np.where(related, 0.12, 0.03))
-        clicks = rng.random(L) < examine * attract
-        for pos, (img, clicked) in enumerate(zip(shown, clicks), start=1):
-            rows.append((next_id, user, q, img, pos, "impression", lat, lon, ts + pos, s + 1, None, "seed-log", 1))
-            next_id += 1
-            if clicked:
-                dwell = float(rng.gamma(2.0, 6.0 if same[pos - 1] else 2.0))
-                rows.append((next_id, user, q, img, pos, "click", lat, lon, ts + pos + 2, s + 1, round(dwell, 2),
-                             "seed-log", 1))
-                next_id += 1
-    return {"users": users, "images": images, "interactions": rows}
+def _generator_key(cfg: GeneratorConfig) -> str:
+    """What ``meta.generator`` records: the schema version and the generator configuration."""
+    return f"v{SCHEMA_VERSION}:{cfg.key()}"
 
 
 def _existing_key(path: Path) -> str | None:
@@ -481,8 +348,12 @@ def _existing_key(path: Path) -> str | None:
         return None
 
 
-def build_database(path: str | os.PathLike | None = None, cfg: GeneratorConfig | None = None,
-                   force: bool = False, dataset: FashionMNIST | None = None) -> dict:
+def build_database(
+    path: str | os.PathLike | None = None,
+    cfg: GeneratorConfig | None = None,
+    force: bool = False,
+    dataset: FashionMNIST | None = None,
+) -> BuildInfo:
     """Create the platform database with seeded synthetic metadata, users and log.
 
     Idempotent: when ``path`` already holds a database made by the same generator
@@ -492,10 +363,10 @@ def build_database(path: str | os.PathLike | None = None, cfg: GeneratorConfig |
     """
     path = Path(path) if path is not None else config.db_path()
     cfg = cfg or GeneratorConfig()
-    if not force and path.exists() and _existing_key(path) == cfg.key():
-        return {"path": path, "built": False, "counts": table_counts(path)}
+    if not force and path.exists() and _existing_key(path) == _generator_key(cfg):
+        return BuildInfo(path=path, built=False, counts=table_counts(path))
     ds = dataset or load_fashion_mnist()
-    rows = _generate(cfg, ds.labels)
+    rows = synthetic.generate(cfg, ds.labels, n_train=len(ds.train_images))
     with config.atomic_path(path) as tmp:
         tmp.unlink()  # sqlite creates its own file
         conn = sqlite3.connect(tmp)
@@ -503,12 +374,19 @@ def build_database(path: str | os.PathLike | None = None, cfg: GeneratorConfig |
             conn.execute("PRAGMA foreign_keys = ON")
             conn.executescript(SCHEMA)
             with conn:
-                conn.executemany("INSERT INTO meta VALUES (?, ?)", [
-                    ("generator", cfg.key()), ("schema_version", SCHEMA_VERSION),
-                    ("synthetic", "users, image metadata and the seed interaction log are synthetic "
-                                  f"(seed {cfg.seed}); image pixels are real Fashion-MNIST"),
-                    ("dataset_source", ds.source),
-                ])
+                conn.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [
+                        ("generator", _generator_key(cfg)),
+                        ("schema_version", SCHEMA_VERSION),
+                        (
+                            "synthetic",
+                            "users, image metadata and the seed interaction log are synthetic "
+                            f"(seed {cfg.seed}); image pixels are real Fashion-MNIST",
+                        ),
+                        ("dataset_source", ds.source),
+                    ],
+                )
                 conn.executemany("INSERT INTO users VALUES (?,?,?,?,?,?,?,?)", rows["users"])
                 conn.executemany("INSERT INTO images VALUES (?,?,?,?,?,?,?,?,?)", rows["images"])
                 conn.executemany("INSERT INTO interactions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows["interactions"])
@@ -518,7 +396,7 @@ def build_database(path: str | os.PathLike | None = None, cfg: GeneratorConfig |
         # an interrupted build leaves only the temporary file, which atomic_path removes
     for suffix in ("-wal", "-shm"):
         Path(str(tmp) + suffix).unlink(missing_ok=True)
-    return {"path": path, "built": True, "counts": table_counts(path)}
+    return BuildInfo(path=path, built=True, counts=table_counts(path))
 
 
 def table_counts(path: str | os.PathLike | None = None) -> dict[str, int]:
@@ -535,13 +413,14 @@ def table_counts(path: str | os.PathLike | None = None) -> dict[str, int]:
 PERSONAL_COLUMNS = frozenset({"email"})
 
 
-def read_table(name: str, conn: sqlite3.Connection | None = None, include_personal: bool = False,
-               limit: int | None = None):
+def read_table(
+    name: str, conn: sqlite3.Connection | None = None, include_personal: bool = False, limit: int | None = None
+) -> pd.DataFrame:
     """A table as a pandas DataFrame. Personal columns (email) are dropped unless asked for."""
     import pandas as pd
 
-    if name not in TABLES + ("meta",):
-        raise ValueError(f"unknown table {name!r}; expected one of {TABLES + ('meta',)}")
+    if name not in (*TABLES, "meta"):
+        raise ValueError(f"unknown table {name!r}; expected one of {(*TABLES, 'meta')}")
     own = conn is None
     conn = conn or connect(readonly=True)
     try:
@@ -555,21 +434,22 @@ def read_table(name: str, conn: sqlite3.Connection | None = None, include_person
     return df
 
 
-def image_row(conn: sqlite3.Connection, image_id: int) -> dict:
+def image_row(conn: sqlite3.Connection, image_id: int) -> dict[str, Any]:
     """The metadata row of one image as a dict; :class:`UnknownImageError` if absent."""
     cur = conn.execute("SELECT * FROM images WHERE id = ?", (int(image_id),))
     row = cur.fetchone()
     if row is None:
         raise UnknownImageError(f"unknown image id {image_id}")
-    return dict(zip([d[0] for d in cur.description], row))
+    return dict(zip([d[0] for d in cur.description], row, strict=False))
 
 
 def objects_dir() -> Path:
-    """The local object store for uploaded images."""
+    """The local object store for uploaded images (``data/objects``)."""
     return config.data_dir() / "objects"
 
 
 CORPUS_PREFIX = "fashion-mnist/"  # storage keys of the corpus: fashion-mnist/<train|test>/<row>
+UPLOAD_PREFIX = "uploads/"  # storage keys of uploads: uploads/<name>, relative to the object store
 
 
 def is_corpus_key(storage_key: str) -> bool:
@@ -577,33 +457,92 @@ def is_corpus_key(storage_key: str) -> bool:
     return str(storage_key).startswith(CORPUS_PREFIX)
 
 
-def load_pixels(storage_key: str) -> np.ndarray:
+def object_path(storage_key: str, store_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The file of a non-corpus storage key in the object store ``store_dir`` (default :func:`objects_dir`).
+
+    Keys are relative paths without ``..``: a key can never name a file outside the store.
+    """
+    key = Path(str(storage_key))
+    if key.is_absolute() or ".." in key.parts or not key.parts:
+        raise UnknownImageError(f"storage key {storage_key!r} is not a path inside the object store")
+    return (Path(store_dir) if store_dir is not None else objects_dir()) / key
+
+
+def _corpus_pixels(key: str, ds: FashionMNIST) -> np.ndarray:
+    parts = key.split("/")
+    if len(parts) != 3 or parts[1] not in ("train", "test") or not parts[2].isdigit():
+        raise UnknownImageError(f"malformed corpus storage key {key!r}: expected fashion-mnist/<train|test>/<row>")
+    arr = ds.train_images if parts[1] == "train" else ds.test_images
+    if int(parts[2]) >= len(arr):
+        raise UnknownImageError(f"corpus storage key {key!r} is past the {len(arr)} {parts[1]} images")
+    return arr[int(parts[2])]
+
+
+def load_pixels(storage_key: str, *, store_dir: str | os.PathLike[str] | None = None) -> np.ndarray:
     """The pixels an image's storage key names: uint8 ``(H, W)`` or ``(H, W, 3)``.
 
     This is the library's one way from a storage key to pixels. ``fashion-mnist/<split>/<row>``
-    reads the dataset arrays; any other key is a file in the object store
-    (:func:`objects_dir`), decoded to ``L`` or ``RGB``. Raises :class:`UnknownImageError` for a
-    malformed corpus key and ``FileNotFoundError`` when the object file is missing.
+    reads the dataset arrays (read-only); any other key is a file in the object store
+    ``store_dir`` (default :func:`objects_dir`), decoded to ``L`` or ``RGB``. Raises
+    :class:`UnknownImageError` for a malformed key and ``FileNotFoundError`` when the object
+    file is missing.
     """
-    key = str(storage_key)
-    if is_corpus_key(key):
-        parts = key.split("/")
-        if len(parts) != 3 or parts[1] not in ("train", "test") or not parts[2].isdigit():
-            raise UnknownImageError(f"malformed corpus storage key {key!r}: expected fashion-mnist/<train|test>/<row>")
-        ds = load_fashion_mnist()
-        arr = ds.train_images if parts[1] == "train" else ds.test_images
-        if int(parts[2]) >= len(arr):
-            raise UnknownImageError(f"corpus storage key {key!r} is past the {len(arr)} {parts[1]} images")
-        return arr[int(parts[2])]
+    return load_pixels_many([storage_key], store_dir=store_dir)[0]
+
+
+def load_pixels_many(
+    storage_keys: Sequence[str], *, store_dir: str | os.PathLike[str] | None = None
+) -> list[np.ndarray]:
+    """:func:`load_pixels` of every key, in order (the corpus is looked up once for all of them)."""
     from PIL import Image
 
-    with Image.open(objects_dir() / key) as im:
-        return np.asarray(im.convert("L") if im.mode not in ("L", "RGB") else im).copy()
+    keys = [str(k) for k in storage_keys]
+    ds = load_fashion_mnist() if any(is_corpus_key(k) for k in keys) else None
+    out = []
+    for key in keys:
+        if ds is not None and is_corpus_key(key):
+            out.append(_corpus_pixels(key, ds))
+            continue
+        with Image.open(object_path(key, store_dir)) as im:
+            out.append(np.asarray(im.convert("L") if im.mode not in ("L", "RGB") else im).copy())
+    return out
 
 
-def load_image(conn: sqlite3.Connection, image_id: int) -> np.ndarray:
+def load_image(
+    conn: sqlite3.Connection, image_id: int, *, store_dir: str | os.PathLike[str] | None = None
+) -> np.ndarray:
     """Pixels of one image by id (its row's storage key through :func:`load_pixels`)."""
-    return load_pixels(image_row(conn, image_id)["storage_key"])
+    return load_pixels(image_row(conn, image_id)["storage_key"], store_dir=store_dir)
+
+
+def insert_image(
+    conn: sqlite3.Connection,
+    *,
+    owner_id: int,
+    storage_key: str,
+    tags: str = "",
+    is_private: bool = False,
+    upload_time: int | None = None,
+) -> int:
+    """Add an uploaded image's row and return the id SQLite assigned; the caller commits.
+
+    Uploads are real user data: ``split = 'upload'``, ``synthetic = 0``, never flagged at
+    upload time. The schema's constraints (known owner, unique storage key) raise
+    ``sqlite3.IntegrityError``.
+    """
+    cur = conn.execute(
+        "INSERT INTO images (owner_id, upload_time, tags, is_private, is_flagged, storage_key, split, synthetic)"
+        " VALUES (?, ?, ?, ?, 0, ?, 'upload', 0)",
+        (
+            int(owner_id),
+            int(time.time() if upload_time is None else upload_time),
+            tags,
+            int(bool(is_private)),
+            storage_key,
+        ),
+    )
+    assert cur.lastrowid is not None  # an INSERT always sets it
+    return int(cur.lastrowid)
 
 
 def delete_image(conn: sqlite3.Connection, image_id: int) -> None:
@@ -619,20 +558,19 @@ def delete_image(conn: sqlite3.Connection, image_id: int) -> None:
 # ---------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------
-def cli_add_arguments(parser) -> None:
+def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", type=Path, default=None, help="database path (default: data/visual_search.db)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic generator")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the database even if up to date")
 
 
-def cli_main(args) -> int:
+def cli_main(args: argparse.Namespace) -> int:
     try:
         ds = load_fashion_mnist()
     except DataNotFoundError as e:
         print(e)
         return 1
-    print(f"Fashion-MNIST: {len(ds.train_images):,} train + {len(ds.test_images):,} test images "
-          f"from {ds.source}")
+    print(f"Fashion-MNIST: {len(ds.train_images):,} train + {len(ds.test_images):,} test images from {ds.source}")
     info = build_database(args.db, GeneratorConfig(seed=args.seed), force=args.rebuild, dataset=ds)
     state = "built" if info["built"] else "up to date, reused"
     print(f"Platform database: {info['path']} ({state})")

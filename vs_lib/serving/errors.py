@@ -1,0 +1,37 @@
+"""The errors a caller of the search service can cause, each with the HTTP status it maps to.
+
+Every one is raised before anything changes: a refused request leaves the database, the
+object store and the index as they were.
+"""
+
+from __future__ import annotations
+
+
+class ServingError(ValueError):
+    """A request the service refuses; ``status_code`` is the HTTP status to answer with."""
+
+    status_code = 400
+
+
+class InvalidImage(ServingError):
+    """Zero-byte, corrupt, truncated or undecodable image data."""
+
+    status_code = 400
+
+
+class NotAnImage(ServingError):
+    """Bytes that are not an image format Pillow can read."""
+
+    status_code = 415
+
+
+class ImageTooLarge(ServingError):
+    """More bytes than the upload limit, or more pixels than the decompression-bomb guard."""
+
+    status_code = 413
+
+
+class NotFound(ServingError, LookupError):
+    """Unknown image or user id (also: an image the requester may not see)."""
+
+    status_code = 404
