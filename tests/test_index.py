@@ -620,3 +620,26 @@ def test_cli_requires_a_trained_encoder(tmp_path, monkeypatch):
     assert args.kind == "hnsw"
     with pytest.raises(FileNotFoundError, match=r"nope\.pt"):
         vi.cli_main(args)
+
+
+# ---------------------------------------------------------------------- synthetic vectors
+def test_synthetic_stream_is_chunked_and_deterministic():
+    chunks = list(vi.synthetic_stream(2500, 16, n_clusters=5, chunk=1000, seed=4))
+    assert [len(c) for c in chunks] == [1000, 1000, 500]
+    again = vi.clustered_vectors(2500, 16, n_clusters=5, seed=4)
+    np.testing.assert_array_equal(np.concatenate(chunks), again)
+    np.testing.assert_allclose(np.linalg.norm(again, axis=1), 1, atol=1e-5)
+    queries = vi.synthetic_queries(50, 16, n_clusters=5, seed=4)
+    assert not np.isin(queries, again).all(axis=1).any()  # fresh draws, not copies of stored vectors
+    assert not np.array_equal(again, vi.clustered_vectors(2500, 16, n_clusters=5, seed=5))
+
+
+def test_synthetic_offsets_live_in_the_intrinsic_subspace():
+    """Without noise, points of one cluster differ from their centre inside an r-dim subspace."""
+    x = vi.clustered_vectors(400, 32, n_clusters=1, spread=0.3, intrinsic_dim=3, seed=0)
+    x_iso = vi.clustered_vectors(400, 32, n_clusters=1, spread=0.3, seed=0)
+
+    def rank(a: np.ndarray) -> int:  # directions with real spread (normalising bends the offsets a little)
+        return int((np.linalg.svd(a - a.mean(0), compute_uv=False) > 1e-2 * np.sqrt(len(a))).sum())
+
+    assert rank(x) <= 4 < 20 <= rank(x_iso)

@@ -11,7 +11,8 @@ meaningless at large N.)
 
 ``synthetic_stream`` yields the vectors in chunks (memory stays at one chunk, for 10M+);
 ``clustered_vectors`` returns them at once; ``synthetic_queries`` draws fresh points of the
-same model.  Everything is deterministic for a ``seed``.
+same model.  Everything is deterministic for a ``seed``, and the chunk size changes only how
+the same vectors are handed out.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from collections.abc import Iterator
 import numpy as np
 
 __all__ = ["clustered_vectors", "synthetic_queries", "synthetic_stream"]
+
+BLOCK = 8192  # rows drawn per random generator
 
 
 def _model(dim: int, n_clusters: int, intrinsic_dim: int | None, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -49,6 +52,15 @@ def _sample(
     return x
 
 
+def _blocks(
+    seed: int, stream: int, n: int, centres: np.ndarray, basis: np.ndarray | None, spread: float, noise: float
+) -> Iterator[np.ndarray]:
+    """``n`` points in blocks of ``BLOCK`` rows, block ``b`` drawn from its own generator: the
+    points do not depend on how a caller chunks them."""
+    for b, s in enumerate(range(0, n, BLOCK)):
+        yield _sample(np.random.default_rng([seed, stream, b]), centres, basis, min(BLOCK, n - s), spread, noise)
+
+
 def synthetic_stream(
     n: int,
     dim: int = 128,
@@ -60,11 +72,22 @@ def synthetic_stream(
     seed: int = 0,
     chunk: int = 250_000,
 ) -> Iterator[np.ndarray]:
-    """Yield ``n`` synthetic clustered unit vectors in ``(<= chunk, dim)`` float32 chunks."""
+    """Yield ``n`` synthetic clustered unit vectors in ``(<= chunk, dim)`` float32 chunks
+    (the same vectors whatever ``chunk``)."""
     centres, basis = _model(dim, n_clusters, intrinsic_dim, seed)
-    rng = np.random.default_rng([seed, 1])
-    for s in range(0, n, chunk):
-        yield _sample(rng, centres, basis, min(chunk, n - s), spread, noise)
+    parts: list[np.ndarray] = []
+    held = 0
+    for block in _blocks(seed, 1, n, centres, basis, spread, noise):
+        while len(block):
+            take = block[: chunk - held]
+            parts.append(take)
+            held += len(take)
+            block = block[len(take) :]
+            if held == chunk:
+                yield np.concatenate(parts)
+                parts, held = [], 0
+    if held:
+        yield np.concatenate(parts)
 
 
 def clustered_vectors(
@@ -101,4 +124,4 @@ def synthetic_queries(
 ) -> np.ndarray:
     """``(n, dim)`` fresh draws of the model of ``synthetic_stream(seed=seed)`` (not in it)."""
     centres, basis = _model(dim, n_clusters, intrinsic_dim, seed)
-    return _sample(np.random.default_rng([seed, 2]), centres, basis, n, spread, noise)
+    return np.concatenate([np.empty((0, dim), np.float32), *_blocks(seed, 2, n, centres, basis, spread, noise)])
