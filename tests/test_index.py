@@ -481,6 +481,17 @@ def test_measure_search_on_a_real_index(built, clustered):
 
 
 # ---------------------------------------------------------------------- indexing pipeline
+@pytest.fixture(scope="module")
+def fashion_mnist():
+    """The corpus, from local files only (this machine has no internet)."""
+    from vs_lib import data
+
+    try:
+        return data.load_fashion_mnist(download=False)
+    except data.DataNotFoundError as e:
+        pytest.skip(f"needs the Fashion-MNIST files (Debian's dataset-fashion-mnist package): {str(e).splitlines()[0]}")
+
+
 class FakeEncoder:
     """Deterministic stand-in for models.Encoder: mean-pooled 4x4 blocks, L2-normalised."""
 
@@ -523,9 +534,7 @@ def _upload(tmp_path, name, pixels):
     Image.fromarray(pixels).save(target)
 
 
-def test_sync_index_is_incremental(tmp_path, monkeypatch):
-    from vs_lib import data
-
+def test_sync_index_is_incremental(tmp_path, monkeypatch, fashion_mnist):
     monkeypatch.setenv("VS_DATA_DIR", str(tmp_path / "data"))
     conn = _platform(tmp_path, list(range(0, 300)) + list(range(60000, 60100)))
     enc = FakeEncoder()
@@ -538,7 +547,7 @@ def test_sync_index_is_incremental(tmp_path, monkeypatch):
     assert (again.added, again.removed, again.total) == (0, 0, 400)
 
     # the stored embedding is the encoder's embedding of the corpus image with that id
-    fm = data.load_fashion_mnist()
+    fm = fashion_mnist
     idx = vi.load(path, expected_dim=enc.dim, expected_fingerprint=enc.fingerprint)
     _, top = idx.search(enc.embed(fm.images[[5, 60050]]), 1)
     assert top[:, 0].tolist() == [5, 60050]
@@ -566,10 +575,9 @@ def test_sync_index_is_incremental(tmp_path, monkeypatch):
     assert rebuilt.total == 399 and vi.load(path).fingerprint == "fake-0002"
 
 
-def test_sync_index_reads_pixels_through_the_storage_key(tmp_path, monkeypatch):
+def test_sync_index_reads_pixels_through_the_storage_key(tmp_path, monkeypatch, fashion_mnist):
     """Which pixels an id has is the row's storage key, whatever the id: a small id may be an
     upload, a large one a corpus image."""
-    from vs_lib import data
 
     monkeypatch.setenv("VS_DATA_DIR", str(tmp_path / "data"))
     photo = np.random.default_rng(0).integers(0, 256, (36, 44, 3), dtype=np.uint8)
@@ -579,7 +587,7 @@ def test_sync_index_reads_pixels_through_the_storage_key(tmp_path, monkeypatch):
     res = vi.sync_index(enc, conn, tmp_path / "idx", progress=False)
     assert res.added == 3
     stored = vi.load(tmp_path / "idx").reconstruct([5, 6, 80000])
-    fm = data.load_fashion_mnist()
+    fm = fashion_mnist
     np.testing.assert_allclose(stored, enc.embed([photo, fm.train_images[6], fm.test_images[7]]), atol=1e-6)
 
     # a row whose object file is missing: a clear error, and the saved index is unchanged
@@ -601,7 +609,7 @@ def test_storage_keys_of_ids(tmp_path):
         vi.storage_keys(conn, [2, 3])
 
 
-def test_sync_index_trains_ivf_on_first_run(tmp_path, monkeypatch):
+def test_sync_index_trains_ivf_on_first_run(tmp_path, monkeypatch, fashion_mnist):
     monkeypatch.setenv("VS_DATA_DIR", str(tmp_path / "data"))
     conn = _platform(tmp_path, range(600))
     res = vi.sync_index(FakeEncoder(), conn, tmp_path / "ivf", kind="ivf", progress=False, chunk=128)

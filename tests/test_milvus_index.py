@@ -18,7 +18,8 @@ from vs_lib import index as vi
 from vs_lib.index import IndexCorruptedError, IndexMismatchError
 from vs_lib.index.milvus import MilvusIndex, default_uri
 
-clustered = ti.clustered  # the same module-scoped data fixture
+clustered = ti.clustered  # the same module-scoped data fixtures
+fashion_mnist = ti.fashion_mnist
 DIM, N = ti.DIM, ti.N
 MILVUS_CASE = [("milvus", {}, 0.999)]  # FLAT in Milvus: exact
 
@@ -175,7 +176,7 @@ def test_hnsw_index_type_and_search_params(shared, clustered):
     assert idx.memory_bytes() == N * (4 * DIM + 8 + 2 * 16 * 4)
 
 
-def test_sync_index_runs_on_milvus(shared, tmp_path, monkeypatch):
+def test_sync_index_runs_on_milvus(shared, tmp_path, monkeypatch, fashion_mnist):
     """The indexing pipeline (and so the serving layer, which calls it) on kind='milvus'."""
     conn = ti._platform(tmp_path, list(range(0, 200)) + list(range(60000, 60050)))
     enc = ti.FakeEncoder()
@@ -196,14 +197,14 @@ def test_sync_index_runs_on_milvus(shared, tmp_path, monkeypatch):
         vi.sync_index(Other(), conn, path, kind="milvus", progress=False)
 
 
-def test_search_service_runs_on_milvus(tmp_path, monkeypatch):
+def test_search_service_runs_on_milvus(tmp_path, monkeypatch, fashion_mnist):
     """The serving facade on kind='milvus' (what `serve --index-kind milvus` builds): search,
     then an upload that is searchable at once and survives a restart of the service."""
     import io
 
     from PIL import Image
 
-    from vs_lib import data, serving
+    from vs_lib import serving
 
     monkeypatch.setenv("VS_DATA_DIR", str(tmp_path / "data"))
     paths = serving.build_small_platform(tmp_path / "platform", n_images=400, dim=32)
@@ -216,7 +217,7 @@ def test_search_service_runs_on_milvus(tmp_path, monkeypatch):
     res = svc.search(image_id=7, k=5)
     assert 0 < len(res.ids) <= 5 and 7 not in res.ids
     buf = io.BytesIO()
-    Image.fromarray(data.load_fashion_mnist().train_images[1000]).save(buf, format="PNG")
+    Image.fromarray(fashion_mnist.train_images[1000]).save(buf, format="PNG")
     up = svc.upload(buf.getvalue(), owner_id=1)
     assert up.image_id in svc.neighbours.index
     svc.neighbours.index.close()

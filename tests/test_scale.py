@@ -13,10 +13,13 @@ from dataclasses import asdict
 
 import numpy as np
 import pytest
+import test_index  # tests/ is on sys.path under pytest's default import mode
 
 from vs_lib import index as vi
 from vs_lib import scale
 from vs_lib.scale import growth
+
+fashion_mnist = test_index.fashion_mnist  # the corpus, or a skip naming what is missing
 
 
 def numpy_topk(queries: np.ndarray, database: np.ndarray, k: int) -> np.ndarray:
@@ -235,13 +238,13 @@ def _upload(tmp_path, name: str, pixels: np.ndarray) -> None:
 UPLOAD = (np.arange(40 * 30).reshape(40, 30) % 255).astype(np.uint8)
 
 
-def test_images_by_id_reads_through_storage_keys(tmp_path, monkeypatch):
+def test_images_by_id_reads_through_storage_keys(tmp_path, monkeypatch, fashion_mnist):
     from vs_lib import data
 
     # a small id that is an upload, a large one that is a corpus image: the key decides
     _platform(tmp_path, monkeypatch, {3: corpus_key(3), 7: "u.png", 70000: corpus_key(60001)})
     _upload(tmp_path, "u.png", UPLOAD)
-    fm = data.load_fashion_mnist()
+    fm = fashion_mnist
     got = scale.images_by_id([70000, 3, 7])
     np.testing.assert_array_equal(got[0], fm.images[60001])
     np.testing.assert_array_equal(got[1], fm.images[3])
@@ -260,15 +263,15 @@ def tiny_encoder_path(tmp_path_factory):
     return path
 
 
-def test_embed_inprocess_equals_encoder(tiny_encoder_path, tmp_path, monkeypatch):
-    from vs_lib import data, models
+def test_embed_inprocess_equals_encoder(tiny_encoder_path, tmp_path, monkeypatch, fashion_mnist):
+    from vs_lib import models
 
     ids = np.array([10, 60010, 3, 59999, 70000], np.int64)
     _platform(tmp_path, monkeypatch, {int(i): corpus_key(int(i)) for i in ids[:-1]} | {70000: "u.png"})
     _upload(tmp_path, "u.png", UPLOAD)
     enc = models.load_encoder(tiny_encoder_path)
     res = scale.embed_inprocess(enc, ids, tmp_path / "e.parquet", chunk=3)
-    images = [*data.load_fashion_mnist().images[ids[:-1]], UPLOAD]
+    images = [*fashion_mnist.images[ids[:-1]], UPLOAD]
     np.testing.assert_allclose(res.embeddings, enc.embed(images), atol=1e-5)
     i2, e2 = scale.read_embeddings(tmp_path / "e.parquet", sort=False)
     np.testing.assert_array_equal(i2, ids)
@@ -287,7 +290,7 @@ def test_cli_requires_a_trained_encoder(tmp_path, monkeypatch):
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_ray_job_equals_inprocess(tiny_encoder_path, tmp_path, monkeypatch):
+def test_ray_job_equals_inprocess(tiny_encoder_path, tmp_path, monkeypatch, fashion_mnist):
     """A local Ray Data job (2 actors) over 2,000 corpus images and one upload gives the
     in-process embeddings, ids matched after sorting, and leaves the environment as it was."""
     import os
