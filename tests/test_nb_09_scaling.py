@@ -12,7 +12,8 @@ def test_scaling_notebook(run_notebook):
     assert b["float32"] == pytest.approx(4 * d) and b["float16"] == pytest.approx(2 * d)
     assert b["SQ8"] == pytest.approx(d) and b["binary"] == pytest.approx(d / 8)
     assert b["PQ16"] == pytest.approx(16)
-    assert r["recall_by_encoding"]["float32"] == 1.0 and r["recall_by_encoding"]["float16"] > 0.95
+    # float32 codes are the vectors: FAISS's scan agrees with exact_topk up to near-ties at the 10th place
+    assert r["recall_by_encoding"]["float32"] >= 0.995 and r["recall_by_encoding"]["float16"] > 0.95
     assert 0.05 < r["binary"]["binary-flat"]["recall"] < 1.0
     assert r["binary"]["binary-flat+rerank10"]["recall"] > r["binary"]["binary-flat"]["recall"]
     growth = r["growth"]
