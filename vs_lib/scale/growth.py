@@ -168,12 +168,12 @@ def measure_growth(
         index, train_s = _trained_index(factory, dim, train, nprobe)
         del train
         n, add_s = 0, 0.0
-        targets = iter(sizes)
-        target = next(targets)
+        checkpoints = iter(sizes)
+        next_size = next(checkpoints)
         for x in synthetic_stream(sizes[-1], dim, seed=seed, chunk=chunk, **model):
             pos = 0
             while pos < len(x):  # add up to the next checkpoint, measure there
-                part = x[pos : pos + min(len(x) - pos, target - n)]
+                part = x[pos : pos + min(len(x) - pos, next_size - n)]
                 t0 = time.perf_counter()
                 index.add(part)
                 add_s += time.perf_counter() - t0
@@ -181,7 +181,7 @@ def measure_growth(
                 n, pos = n + len(part), pos + len(part)
                 if bar is not None:
                     bar.update(len(part))
-                if n == target:
+                if n == next_size:
                     point = _measure_point(index, q, truth.rows, k, threads)
                     points.append(
                         GrowthPoint(
@@ -196,7 +196,7 @@ def measure_growth(
                             **point,
                         )
                     )
-                    target = next(targets, sizes[-1])
+                    next_size = next(checkpoints, sizes[-1])
     if bar is not None:
         bar.close()
     return points
