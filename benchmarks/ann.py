@@ -6,12 +6,14 @@ recall@10 against exact search, bytes per vector — on Fashion-MNIST embeddings
 the queries) and on N synthetic clustered 128-d vectors (default N = 1,000,000; labelled
 synthetic).  In the same run: hnswlib at equal HNSW parameters (a peer library vs_lib does
 not use), raw FAISS on the very same HNSW graph (the wrapper's overhead), and the machine's
-own matrix-multiply throughput next to batched exact search.  Ends with the issue's four
-targets, met or not.
+own matrix-multiply throughput next to batched exact search.  Ends with ``expectations``:
+what a good result looks like on each dataset, why, and whether this run shows it (ratios
+taken in this one run, so that a busy machine slows both sides alike).
 
     python benchmarks/ann.py                 # the full run (~10 min on 2 idle cores)
     python benchmarks/ann.py --n 200000      # quicker
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,6 +25,8 @@ import tempfile
 import time
 
 import numpy as np
+
+from vs_lib.index import faiss_memory_bytes, neighbour_recall
 
 THREADS = 2
 K = 10
@@ -96,24 +100,30 @@ def matmul_gflops(queries: np.ndarray, database: np.ndarray, repeats: int = 5) -
 
 class Bench:
     def __init__(self, name: str, db: np.ndarray, queries: np.ndarray, ids: np.ndarray, nq: int, deadline: float):
-        import faiss
+        from vs_lib.index import exact_topk
 
         self.name, self.db, self.ids = name, db, ids
         self.queries = np.ascontiguousarray(queries[:nq])
         self.deadline = deadline
         self.rows: list[dict] = []
         t0 = time.perf_counter()
-        flat = faiss.IndexFlatIP(db.shape[1])
-        flat.add(db)
-        _, rows = flat.search(self.queries, K)
-        self.truth = ids[rows]
+        self.truth = ids[exact_topk(self.queries, db, K)[1]]  # by matrix products, not by an index under test
         log(f"{name}: ground truth for {nq} queries in {time.perf_counter() - t0:.1f}s")
 
     def over_time(self) -> bool:
         return time.time() > self.deadline
 
-    def record(self, library: str, kind: str, params: dict, build_s: float, nbytes: float, search, note: str = "",
-               nq_batch: int | None = None) -> dict:
+    def record(
+        self,
+        library: str,
+        kind: str,
+        params: dict,
+        build_s: float,
+        nbytes: float,
+        search,
+        note: str = "",
+        nq_batch: int | None = None,
+    ) -> dict:
         q = self.queries[:nq_batch] if nq_batch else self.queries
         found, bqps = batch_run(search, q)
         row = {
@@ -123,7 +133,7 @@ class Bench:
             "params": params,
             "build_seconds": round(build_s, 3),
             "bytes_per_vector": round(nbytes / len(self.db), 2),
-            "recall_at_10": round(float(np.mean([len(np.intersect1d(f[f >= 0], t)) for f, t in zip(found, self.truth)]) / K), 4),
+            "recall_at_10": round(neighbour_recall(found, self.truth[: len(found)], K), 4),
             "batch_qps": round(bqps, 1),
             "single_qps": round(single_qps(search, self.queries), 1),
         }
@@ -132,34 +142,31 @@ class Bench:
         if nq_batch:
             row["queries"] = int(nq_batch)
         self.rows.append(row)
-        log(f"{self.name} {library} {kind} {params}: recall {row['recall_at_10']}, single {row['single_qps']}/s, "
-            f"batch {row['batch_qps']}/s, {row['bytes_per_vector']} B/vec, build {row['build_seconds']}s")
+        log(
+            f"{self.name} {library} {kind} {params}: recall {row['recall_at_10']}, single {row['single_qps']}/s, "
+            f"batch {row['batch_qps']}/s, {row['bytes_per_vector']} B/vec, build {row['build_seconds']}s"
+        )
         return row
 
 
 def vs_index(kind: str, dim: int, db, ids, **params):
-    from vs_lib.index import VectorIndex
+    from vs_lib import index
 
     t0 = time.perf_counter()
-    idx = VectorIndex(dim, kind, **params).add(db, ids)
+    idx = index.create(dim, kind, **params).add(db, ids)
     return idx, time.perf_counter() - t0
 
 
-def run_dataset(b: Bench, *, hnsw_m: int, ef_construction: int, nlist: int | None, pq_m: list[int],
-                lsh_bits: list[int], tree: bool, train_size: int) -> dict:
-    import faiss
-    import hnswlib
+def vs_search(idx):
+    return lambda q: idx.search(q, K)[1]
 
+
+def run_exact(b: Bench) -> dict:
+    """vs_lib flat (FAISS IndexFlatIP under an id map), and batched exact search next to sgemm."""
     d = b.db.shape[1]
-    vs_search = lambda idx: (lambda q: idx.search(q, K)[1])  # noqa: E731
-    out: dict = {}
-
-    # exact: vs_lib flat (FAISS IndexFlatIP under an id map)
     flat, t = vs_index("flat", d, b.db, b.ids)
-    row = b.record("vs_lib", "flat", {}, t, flat.memory_bytes(), vs_search(flat))
-    out["flat"] = row
+    out: dict = {"flat": b.record("vs_lib", "flat", {}, t, flat.memory_bytes(), vs_search(flat))}
     out["flat_bytes"] = flat.memory_bytes() / len(b.db)
-    # batched exact search as floating-point throughput, next to the machine's sgemm
     secs = float("inf")
     for _ in range(3):  # best of 3, like the sgemm figure (the machine may be shared)
         t0 = time.perf_counter()
@@ -167,74 +174,115 @@ def run_dataset(b: Bench, *, hnsw_m: int, ef_construction: int, nlist: int | Non
         secs = min(secs, time.perf_counter() - t0)
     exact_gflops = 2.0 * len(b.queries) * len(b.db) * d / secs / 1e9
     mm = matmul_gflops(b.queries, b.db)
-    out["matmul"] = {"exact_search_gflops": round(exact_gflops, 2), "numpy_sgemm_gflops": round(mm, 2),
-                     "ratio": round(exact_gflops / mm, 3), "queries": len(b.queries), "database": len(b.db)}
+    out["matmul"] = {
+        "exact_search_gflops": round(exact_gflops, 2),
+        "numpy_sgemm_gflops": round(mm, 2),
+        "ratio": round(exact_gflops / mm, 3),
+        "queries": len(b.queries),
+        "database": len(b.db),
+    }
     log(f"{b.name}: batched exact {exact_gflops:.1f} GFLOP/s vs sgemm {mm:.1f} GFLOP/s")
-    del flat
+    return out
 
-    # graph: vs_lib HNSW, raw FAISS on the same graph, hnswlib at equal parameters
-    hn, t = vs_index("hnsw", d, b.db, b.ids, M=hnsw_m, ef_construction=ef_construction)
-    raw = faiss.downcast_index(hn._index.index)  # the very same IndexHNSWFlat, no wrapper
-    out["hnsw_ratio"] = []
+
+def run_graph(b: Bench, hnsw_m: int, ef_construction: int) -> list[dict]:
+    """vs_lib HNSW against raw FAISS on the very same graph, measured alternately."""
+    import faiss
+
+    hn, t = vs_index("hnsw", b.db.shape[1], b.db, b.ids, M=hnsw_m, ef_construction=ef_construction)
+    raw = faiss.downcast_index(hn.faiss_index.index)  # the very same IndexHNSWFlat, no wrapper
+    ratios = []
     for ef in (16, 32, 64, 128):
         hn.set_search_params(ef_search=ef)
         p = {"M": hnsw_m, "ef_construction": ef_construction, "ef_search": ef}
         b.record("vs_lib", "hnsw", p, t, hn.memory_bytes(), vs_search(hn))
-        b.record("faiss (raw IndexHNSWFlat, same graph)", "hnsw", p, t, _faiss_bytes(raw), lambda q: raw.search(q, K)[1])
-        pair = paired_qps(vs_search(hn), lambda q: raw.search(q, K)[1], b.queries)
-        out["hnsw_ratio"].append({"ef_search": ef, "vs_lib_single_qps": pair["a_single"], "faiss_single_qps": pair["b_single"],
-                                  "vs_lib_batch_qps": pair["a_batch"], "faiss_batch_qps": pair["b_batch"],
-                                  "single": round(pair["a_single"] / pair["b_single"], 3),
-                                  "batch": round(pair["a_batch"] / pair["b_batch"], 3)})
-        log(f"{b.name}: wrapper ratio at ef {ef}: {out['hnsw_ratio'][-1]}")
-    del hn, raw
-    if not b.over_time():
-        p = hnswlib.Index(space="ip", dim=d)
-        p.init_index(max_elements=len(b.db), M=hnsw_m, ef_construction=ef_construction, random_seed=0)
-        p.set_num_threads(THREADS)
-        t0 = time.perf_counter()
-        p.add_items(b.db, b.ids)
-        t = time.perf_counter() - t0
-        # hnswlib's block per element: vector (4d) + level-0 links (4 + 4*2M) + label (8); upper levels ~1/M of that
-        nbytes = len(b.db) * (4 * d + 4 + 8 * hnsw_m + 8) * (1 + 1 / hnsw_m)
-        for ef in (16, 32, 64, 128):
-            p.set_ef(ef)
-            b.record("hnswlib", "hnsw", {"M": hnsw_m, "ef_construction": ef_construction, "ef_search": ef}, t,
-                     nbytes, lambda q: p.knn_query(q, K)[0].astype(np.int64))
-        del p
+        b.record("faiss (raw IndexHNSWFlat, same graph)", "hnsw", p, t, faiss_memory_bytes(raw), vs_search(raw))
+        pair = paired_qps(vs_search(hn), vs_search(raw), b.queries)
+        ratios.append(
+            {
+                "ef_search": ef,
+                "vs_lib_single_qps": pair["a_single"],
+                "faiss_single_qps": pair["b_single"],
+                "vs_lib_batch_qps": pair["a_batch"],
+                "faiss_batch_qps": pair["b_batch"],
+                "single": round(pair["a_single"] / pair["b_single"], 3),
+                "batch": round(pair["a_batch"] / pair["b_batch"], 3),
+            }
+        )
+        log(f"{b.name}: wrapper ratio at ef {ef}: {ratios[-1]}")
+    return ratios
 
-    # clustering: IVF-Flat, sweep nprobe
+
+def run_hnswlib(b: Bench, hnsw_m: int, ef_construction: int) -> None:
+    """hnswlib at equal HNSW parameters: a peer library vs_lib does not use."""
+    import hnswlib
+
+    d = b.db.shape[1]
+    p = hnswlib.Index(space="ip", dim=d)
+    p.init_index(max_elements=len(b.db), M=hnsw_m, ef_construction=ef_construction, random_seed=0)
+    p.set_num_threads(THREADS)
+    t0 = time.perf_counter()
+    p.add_items(b.db, b.ids)
+    t = time.perf_counter() - t0
+    # hnswlib's block per element: vector (4d) + level-0 links (4 + 4*2M) + label (8); upper levels ~1/M of that
+    nbytes = len(b.db) * (4 * d + 4 + 8 * hnsw_m + 8) * (1 + 1 / hnsw_m)
+    for ef in (16, 32, 64, 128):
+        p.set_ef(ef)
+        b.record(
+            "hnswlib",
+            "hnsw",
+            {"M": hnsw_m, "ef_construction": ef_construction, "ef_search": ef},
+            t,
+            nbytes,
+            lambda q: p.knn_query(q, K)[0].astype(np.int64),
+        )
+
+
+def run_clustering(b: Bench, nlist: int | None, pq_m: list[int], train_size: int) -> None:
+    """IVF-Flat over nprobe; IVF-PQ code sizes; the compressed configuration with re-ranking."""
+    from vs_lib import index
+
+    d = b.db.shape[1]
     if not b.over_time():
         ivf, t = vs_index("ivf", d, b.db, b.ids, nlist=nlist, train_size=train_size)
         for nprobe in (1, 4, 8, 16, 32, 64):
             ivf.set_search_params(nprobe=nprobe)
-            b.record("vs_lib", "ivf", {"nlist": ivf.params["nlist"], "nprobe": nprobe}, t, ivf.memory_bytes(), vs_search(ivf))
+            b.record(
+                "vs_lib", "ivf", {"nlist": ivf.params["nlist"], "nprobe": nprobe}, t, ivf.memory_bytes(), vs_search(ivf)
+            )
         del ivf
-
-    # product quantisation: IVF-PQ code sizes (no re-ranking), then the compressed config with re-ranking
     for m in pq_m:
         if b.over_time():
             break
         pq, t = vs_index("ivfpq", d, b.db, b.ids, nlist=nlist, m=m, nprobe=16, train_size=train_size)
-        b.record("vs_lib", "ivfpq", {"nlist": pq.params["nlist"], "nprobe": 16, "m": m, "rerank": 0}, t, pq.memory_bytes(), vs_search(pq))
+        p = {"nlist": pq.params["nlist"], "nprobe": 16, "m": m, "rerank": 0}
+        b.record("vs_lib", "ivfpq", p, t, pq.memory_bytes(), vs_search(pq))
         del pq
-    if not b.over_time():
-        pq, t = vs_index("ivfpq", d, b.db, b.ids, nlist=nlist, m=16, nprobe=32, rerank=10, train_size=train_size)
-        with tempfile.TemporaryDirectory() as tmp:
-            pq.save(tmp)
-            del pq
-            from vs_lib.index import VectorIndex
+    if b.over_time():
+        return
+    pq, t = vs_index("ivfpq", d, b.db, b.ids, nlist=nlist, m=16, nprobe=32, rerank=10, train_size=train_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        pq.save(tmp)
+        del pq
+        pq = index.load(tmp, mmap_vectors=True)  # codes in RAM, float vectors on disk
+        for nprobe, rr in ((16, 1), (16, 10), (16, 20), (32, 20), (16, 50), (16, 100)):
+            pq.set_search_params(nprobe=nprobe, rerank=rr)
+            b.record(
+                "vs_lib",
+                "ivfpq+rerank",
+                {"nlist": pq.params["nlist"], "nprobe": nprobe, "m": 16, "rerank": rr},
+                t,
+                pq.memory_bytes(),
+                vs_search(pq),
+                note="bytes_per_vector counts the RAM-resident codes, ids and centroids; the float vectors "
+                "used for re-ranking are memory-mapped from disk (4*d B/vector on disk)",
+            )
+        del pq
 
-            pq = VectorIndex.load(tmp, mmap_vectors=True)  # codes in RAM, float vectors on disk
-            for nprobe, rr in ((16, 1), (16, 10), (16, 20), (32, 20), (16, 50), (16, 100)):
-                pq.set_search_params(nprobe=nprobe, rerank=rr)
-                b.record("vs_lib", "ivfpq+rerank", {"nlist": pq.params["nlist"], "nprobe": nprobe, "m": 16, "rerank": rr}, t,
-                         pq.memory_bytes(), vs_search(pq),
-                         note="bytes_per_vector counts the RAM-resident codes, ids and centroids; the float vectors "
-                              "used for re-ranking are memory-mapped from disk (4*d B/vector on disk)")
-            del pq
 
-    # hashing: LSH bits, and one with re-ranking
+def run_hashing(b: Bench, lsh_bits: list[int]) -> None:
+    """LSH at several code lengths, and the longest with re-ranking."""
+    d = b.db.shape[1]
     for nbits in lsh_bits:
         if b.over_time():
             break
@@ -243,60 +291,152 @@ def run_dataset(b: Bench, *, hnsw_m: int, ef_construction: int, nlist: int | Non
         del ls
     if lsh_bits and not b.over_time():
         ls, t = vs_index("lsh", d, b.db, b.ids, nbits=max(lsh_bits), rerank=10)
-        b.record("vs_lib", "lsh+rerank", {"nbits": max(lsh_bits), "rerank": 10}, t, ls.memory_bytes(), vs_search(ls),
-                 note="float vectors kept in RAM for re-ranking")
-        del ls
+        b.record(
+            "vs_lib",
+            "lsh+rerank",
+            {"nbits": max(lsh_bits), "rerank": 10},
+            t,
+            ls.memory_bytes(),
+            vs_search(ls),
+            note="float vectors kept in RAM for re-ranking",
+        )
 
-    # tree: scikit-learn KD-tree (exact); batched on 200 queries only, it is slow in 128 dims
+
+def run_tree(b: Bench) -> None:
+    """scikit-learn's KD-tree (exact); batched on 200 queries only, it is slow in 128 dimensions."""
+    tr, _ = vs_index("tree", b.db.shape[1], b.db, b.ids)
+    t0 = time.perf_counter()
+    tr.search(b.queries[:1], K)  # builds the tree lazily
+    t = time.perf_counter() - t0
+    b.record(
+        "vs_lib",
+        "tree",
+        {"algorithm": "kd_tree", "leaf_size": 40},
+        t,
+        tr.memory_bytes(),
+        vs_search(tr),
+        nq_batch=200,
+        note="exact; recall and batched QPS on the first 200 queries",
+    )
+
+
+def run_dataset(
+    b: Bench,
+    *,
+    hnsw_m: int,
+    ef_construction: int,
+    nlist: int | None,
+    pq_m: list[int],
+    lsh_bits: list[int],
+    tree: bool,
+    train_size: int,
+) -> dict:
+    out = run_exact(b)
+    out["hnsw_ratio"] = run_graph(b, hnsw_m, ef_construction)
+    if not b.over_time():
+        run_hnswlib(b, hnsw_m, ef_construction)
+    run_clustering(b, nlist, pq_m, train_size)
+    run_hashing(b, lsh_bits)
     if tree and not b.over_time():
-        tr, _ = vs_index("tree", d, b.db, b.ids)
-        t0 = time.perf_counter()
-        tr.search(b.queries[:1], K)  # builds the tree lazily
-        t = time.perf_counter() - t0
-        b.record("vs_lib", "tree", {"algorithm": "kd_tree", "leaf_size": 40}, t, tr.memory_bytes(), vs_search(tr), nq_batch=200,
-                 note="exact; recall and batched QPS on the first 200 queries")
-        del tr
+        run_tree(b)
     return out
 
 
-def _faiss_bytes(index) -> int:
-    from vs_lib.index import _faiss_bytes as fb
-
-    return fb(index)
+def _pick(row: dict | None, *keys: str) -> dict | None:
+    return row and {k: row[k] for k in keys}
 
 
-def targets(summary: dict, rows: list[dict], name: str) -> dict:
-    ds = [r for r in rows if r["dataset"] == name]
+def expectations(summary: dict, rows: list[dict], name: str) -> dict:
+    """What a good result looks like on this dataset, why, and whether this run shows it."""
+    ds = [r for r in rows if r["dataset"] == name and r["library"] == "vs_lib"]
     flat = next(r for r in ds if r["kind"] == "flat")
-    out = {"dataset": name}
-    # 1: recall >= 0.95 at >= 100x exact single-query throughput
-    good = [r for r in ds if r["recall_at_10"] >= 0.95 and r["kind"] != "flat" and r["library"] == "vs_lib"]
+    out: dict = {"dataset": name}
+    # an approximate index earns its error only if it is much faster than the scan
+    good = [r for r in ds if r["recall_at_10"] >= 0.95 and r["kind"] != "flat"]
     best = max(good, key=lambda r: r["single_qps"], default=None)
     speed = best["single_qps"] / flat["single_qps"] if best else 0.0
-    out["1_recall95_speedup"] = {"target": ">= 100x exact single-query QPS at recall@10 >= 0.95",
-                                 "best": best and {k: best[k] for k in ("kind", "params", "recall_at_10", "single_qps")},
-                                 "exact_single_qps": flat["single_qps"], "speedup": round(speed, 1), "met": speed >= 100}
-    # 2: <= 1/16 of flat memory at recall >= 0.90
+    out["ann_speedup_at_recall_0.95"] = {
+        "good": ">= 100x the exact scan's single-query QPS at recall@10 >= 0.95",
+        "why": "below that, exact search's recall of 1 and zero tuning are the better deal",
+        "best": _pick(best, "kind", "params", "recall_at_10", "single_qps"),
+        "exact_single_qps": flat["single_qps"],
+        "speedup": round(speed, 1),
+        "holds": speed >= 100,
+    }
+    # compression is what lets 100B vectors fit in RAM; re-ranking must win the recall back
     budget = summary["flat_bytes"] / 16
-    small = [r for r in ds if r["bytes_per_vector"] <= budget and r["recall_at_10"] >= 0.90 and r["library"] == "vs_lib"]
+    small = [r for r in ds if r["bytes_per_vector"] <= budget and r["recall_at_10"] >= 0.90]
     best2 = max(small, key=lambda r: r["recall_at_10"], default=None)
-    closest = min((r for r in ds if r["recall_at_10"] >= 0.90 and r["library"] == "vs_lib"), key=lambda r: r["bytes_per_vector"], default=None)
-    out["2_compressed"] = {"target": "<= 1/16 of flat memory at recall@10 >= 0.90 (with re-ranking)",
-                           "flat_bytes_per_vector": round(summary["flat_bytes"], 1), "budget_bytes_per_vector": round(budget, 1),
-                           "best": best2 and {k: best2[k] for k in ("kind", "params", "recall_at_10", "bytes_per_vector")},
-                           "smallest_with_recall_0.90": closest and {k: closest[k] for k in ("kind", "params", "recall_at_10", "bytes_per_vector")},
-                           "met": best2 is not None}
-    # 3: vs_lib HNSW within 10% of raw FAISS on the same graph
+    closest = min((r for r in ds if r["recall_at_10"] >= 0.90), key=lambda r: r["bytes_per_vector"], default=None)
+    out["compressed_at_recall_0.90"] = {
+        "good": "<= 1/16 of the flat index's RAM per vector at recall@10 >= 0.90 (with re-ranking)",
+        "why": "memory sets the number of machines at platform scale",
+        "flat_bytes_per_vector": round(summary["flat_bytes"], 1),
+        "budget_bytes_per_vector": round(budget, 1),
+        "best": _pick(best2, "kind", "params", "recall_at_10", "bytes_per_vector"),
+        "smallest_with_recall_0.90": _pick(closest, "kind", "params", "recall_at_10", "bytes_per_vector"),
+        "holds": best2 is not None,
+    }
+    # the library's one interface should cost (almost) nothing over FAISS itself
     ratios = summary["hnsw_ratio"]
     worst = min(min(r["single"], r["batch"]) for r in ratios)
-    median = float(np.median([v for r in ratios for v in (r["single"], r["batch"])]))
-    out["3_wrapper_overhead"] = {"median_ratio": round(median, 3),"target": "vs_lib HNSW >= 0.90 x raw FAISS throughput, equal parameters "
-                                           "(same graph, measured alternately, best of 15 rounds)",
-                                 "ratios": ratios, "worst_ratio": worst, "met": worst >= 0.90}
-    # 4: batched exact >= 50% of sgemm
+    out["wrapper_overhead"] = {
+        "good": "vs_lib HNSW >= 0.90 x raw FAISS throughput on the same graph (measured alternately, best of 15 rounds)",
+        "why": "a teaching wrapper that slows the library would teach the wrong costs",
+        "median_ratio": round(float(np.median([v for r in ratios for v in (r["single"], r["batch"])])), 3),
+        "ratios": ratios,
+        "worst_ratio": worst,
+        "holds": worst >= 0.90,
+    }
+    # batched exact search is a matrix product: it should run near the machine's BLAS speed
     mm = summary["matmul"]
-    out["4_batched_exact_vs_matmul"] = {"target": "batched exact search >= 0.5 x sgemm throughput", **mm, "met": mm["ratio"] >= 0.5}
+    out["batched_exact_vs_matmul"] = {
+        "good": "batched exact search >= 0.5 x the machine's sgemm throughput",
+        "why": "offline evaluation scores thousands of queries exactly; that stays cheap only at BLAS speed",
+        **mm,
+        "holds": mm["ratio"] >= 0.5,
+    }
     return out
+
+
+def load_datasets(args: argparse.Namespace, report: dict) -> list[tuple]:
+    """(name, database, queries, ids, configuration) per dataset, described in ``report["datasets"]``."""
+    from vs_lib.index import clustered_vectors, synthetic_queries
+
+    datasets, described = [], report.setdefault("datasets", {})
+    if not args.skip_fmnist:
+        db, q, ids, how = fashion_mnist_embeddings()
+        described["fashion_mnist"] = {
+            "database": len(db),
+            "queries": args.queries,
+            "dim": db.shape[1],
+            "embedding": how,
+        }
+        cfg = dict(
+            hnsw_m=32,
+            ef_construction=40,
+            nlist=None,
+            pq_m=[8, 16, 32],
+            lsh_bits=[64, 128, 256, 512],
+            tree=True,
+            train_size=20000,
+        )
+        datasets.append(("fashion_mnist", db, q, ids, cfg))
+    t0 = time.perf_counter()
+    x = clustered_vectors(args.n, 128, n_clusters=1000, spread=0.6, seed=0)
+    q = synthetic_queries(args.queries, 128, n_clusters=1000, spread=0.6, seed=0)
+    syn = f"synthetic_{args.n // 1000}k" if args.n < 1_000_000 else f"synthetic_{args.n // 1_000_000}M"
+    described[syn] = {
+        "database": args.n,
+        "queries": args.queries,
+        "dim": 128,
+        "synthetic": True,
+        "embedding": "SYNTHETIC: Gaussian blobs around 1000 random unit centres (within-cluster noise 0.6), L2-normalised",
+        "generate_seconds": round(time.perf_counter() - t0, 2),
+    }
+    cfg = dict(hnsw_m=16, ef_construction=40, nlist=1024, pq_m=[16], lsh_bits=[256], tree=False, train_size=50000)
+    datasets.append((syn, x, q, np.arange(args.n, dtype=np.int64), cfg))
+    return datasets
 
 
 def main(argv=None) -> int:
@@ -309,17 +449,14 @@ def main(argv=None) -> int:
 
     import faiss
     import hnswlib  # noqa: F401  (fail early if missing)
+    from threadpoolctl import threadpool_limits
 
     from vs_lib import __version__
-    from vs_lib.index import clustered_vectors
+    from vs_lib.index import configure_faiss
 
-    faiss.omp_set_num_threads(THREADS)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(THREADS)
-    except ImportError:
-        pass
+    # one explicit setting for the whole run: FAISS's threads and BLAS block, the other pools' threads
+    configure_faiss(threads=THREADS)
+    threadpool_limits(THREADS)
     start = time.time()
     deadline = start + 60 * args.budget_minutes
     report: dict = {
@@ -331,30 +468,16 @@ def main(argv=None) -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average_start": os.getloadavg()},
         "results": [],
         "summaries": {},
-        "targets": {},
+        "expectations": {},
     }
-    datasets = []
-    if not args.skip_fmnist:
-        db, q, ids, how = fashion_mnist_embeddings()
-        report["datasets"] = {"fashion_mnist": {"database": len(db), "queries": args.queries, "dim": db.shape[1], "embedding": how}}
-        datasets.append(("fashion_mnist", db, q, ids, dict(hnsw_m=32, ef_construction=40, nlist=None, pq_m=[8, 16, 32],
-                                                            lsh_bits=[64, 128, 256, 512], tree=True, train_size=20000)))
-    t0 = time.perf_counter()
-    x = clustered_vectors(args.n + args.queries, 128, n_clusters=1000, spread=0.6, seed=0)
-    syn = f"synthetic_{args.n // 1000}k" if args.n < 1_000_000 else f"synthetic_{args.n // 1_000_000}M"
-    report.setdefault("datasets", {})[syn] = {
-        "database": args.n, "queries": args.queries, "dim": 128, "synthetic": True,
-        "embedding": "SYNTHETIC: Gaussian blobs around 1000 random unit centres (within-cluster noise 0.6), L2-normalised",
-        "generate_seconds": round(time.perf_counter() - t0, 2)}
-    datasets.append((syn, x[: args.n], x[args.n :], np.arange(args.n, dtype=np.int64),
-                     dict(hnsw_m=16, ef_construction=40, nlist=1024, pq_m=[16], lsh_bits=[256], tree=False, train_size=50000)))
+    datasets = load_datasets(args, report)
     for name, db, q, ids, cfg in datasets:
         log(f"== {name}: {len(db)} x {db.shape[1]}")
         b = Bench(name, db, q, ids, args.queries, deadline)
         summary = run_dataset(b, **cfg)
         report["results"].extend(b.rows)
         report["summaries"][name] = {k: v for k, v in summary.items() if k not in ("flat",)}
-        report["targets"][name] = targets(summary, b.rows, name)
+        report["expectations"][name] = expectations(summary, b.rows, name)
         del b
     report["machine"]["load_average_end"] = os.getloadavg()
     report["machine"]["shared"] = "load average above the 2 cores means other processes competed for CPU during the run"

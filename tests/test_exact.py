@@ -1,4 +1,5 @@
 """The one exact top-k, against scikit-learn's brute-force neighbours."""
+
 from __future__ import annotations
 
 import numpy as np

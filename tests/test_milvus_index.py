@@ -1,6 +1,7 @@
 """The Milvus backend (``kind="milvus"``) on Milvus Lite passes the interface tests of the
 FAISS kinds: the functions of ``tests/test_index.py`` are run again with a Milvus case,
 plus the checks that differ (persistence lives in the store, server URIs, serving needs)."""
+
 from __future__ import annotations
 
 import json
@@ -11,12 +12,14 @@ import pytest
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
-import test_index as ti  # noqa: E402  (tests/ is on sys.path under pytest's default import mode)
-from vs_lib import index as vi  # noqa: E402
-from vs_lib.index import IndexCorruptedError, IndexMismatchError, VectorIndex  # noqa: E402
-from vs_lib.milvus_index import MilvusIndex, default_uri  # noqa: E402
+import test_index as ti  # tests/ is on sys.path under pytest's default import mode
 
-clustered = ti.clustered  # the same module-scoped data fixture
+from vs_lib import index as vi
+from vs_lib.index import IndexCorruptedError, IndexMismatchError
+from vs_lib.index.milvus import MilvusIndex, default_uri
+
+clustered = ti.clustered  # the same module-scoped data fixtures
+fashion_mnist = ti.fashion_mnist
 DIM, N = ti.DIM, ti.N
 MILVUS_CASE = [("milvus", {}, 0.999)]  # FLAT in Milvus: exact
 
@@ -27,12 +30,12 @@ def shared(monkeypatch, tmp_path):
     monkeypatch.setenv("VS_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setattr(ti, "CASES", MILVUS_CASE)
     monkeypatch.setattr(ti, "IDS", ["milvus"])
-    return ti  # test_index's functions call VectorIndex(DIM, "milvus"), which dispatches to MilvusIndex
+    return ti  # test_index's functions call index.create(DIM, "milvus"), which makes a MilvusIndex
 
 
 @pytest.fixture
 def built(shared, clustered):
-    x, q, ids, _ = clustered
+    x, ids = clustered.x, clustered.ids
     idx = MilvusIndex(DIM, fingerprint="enc-1").add(x, ids)
     yield {"milvus": idx, "flat": idx}
     idx.drop()
@@ -55,43 +58,40 @@ def test_mismatched_dimension_or_fingerprint_refused(shared, built, tmp_path):
     shared.test_mismatched_dimension_or_fingerprint_refused(built, tmp_path)
 
 
+def test_shared_validation_is_the_same_for_every_backend(shared, clustered):
+    shared.test_shared_validation_is_the_same_for_every_backend("milvus", clustered)
+
+
+def test_l2_metric_matches_numpy(shared, clustered):
+    shared.test_l2_metric_matches_numpy("milvus", clustered)
+
+
 # ---------------------------------------------------------------------- Milvus specifics
-def test_vector_index_dispatches_to_milvus(shared, clustered, tmp_path):
-    x, q, ids, _ = clustered
-    idx = VectorIndex(DIM, "milvus", fingerprint="enc-1", index_type="FLAT")
-    assert isinstance(idx, MilvusIndex) and idx.kind == "milvus" and idx.fingerprint == "enc-1"
+def test_factory_dispatches_to_milvus(shared, clustered, tmp_path):
+    x, ids = clustered.x, clustered.ids
+    idx = vi.create(DIM, "milvus", fingerprint="enc-1", index_type="FLAT")
+    assert isinstance(idx, MilvusIndex) and isinstance(idx, vi.VectorIndex)
+    assert idx.kind == "milvus" and idx.fingerprint == "enc-1"
     idx.add(x[:100], ids[:100]).save(tmp_path / "m")
-    back = VectorIndex.load(tmp_path / "m", expected_dim=DIM, expected_fingerprint="enc-1")
+    back = vi.load(tmp_path / "m", expected_dim=DIM, expected_fingerprint="enc-1")
     assert isinstance(back, MilvusIndex) and len(back) == 100
     with pytest.raises(IndexMismatchError):
-        VectorIndex.load(tmp_path / "m", expected_fingerprint="enc-2")
-    assert type(VectorIndex(DIM, "flat")) is VectorIndex  # the FAISS kinds are untouched
+        vi.load(tmp_path / "m", expected_fingerprint="enc-2")
+    assert type(vi.create(DIM, "flat")) is vi.FaissIndex  # the FAISS kinds are untouched
 
 
 def test_scores_are_inner_products_and_match_faiss(built, clustered):
-    x, q, ids, truth = clustered
+    x, q, ids = clustered.x, clustered.q, clustered.ids
     scores, found = built["milvus"].search(q, 5)
     rows = (found - 1000) // 7
     np.testing.assert_allclose(scores, np.einsum("nd,nkd->nk", q, x[rows]), atol=1e-4)
-    f_scores, f_found = VectorIndex(DIM, "flat").add(x, ids).search(q, 5)
+    f_scores, f_found = vi.create(DIM, "flat").add(x, ids).search(q, 5)
     assert (found == f_found).mean() > 0.99  # ties aside, the same ranking as FAISS flat
     np.testing.assert_allclose(scores, f_scores, atol=1e-4)
 
 
-def test_l2_metric_matches_numpy(shared, clustered):
-    x, q, ids, _ = clustered
-    index = MilvusIndex(DIM, metric="l2").add(x * 2.0, ids)
-    scores, found = index.search(q, 5)
-    d2 = ((q[:, None, :] - 2.0 * x[None, :, :]) ** 2).sum(-1)
-    np.testing.assert_allclose(scores, np.sort(d2, axis=1)[:, :5], rtol=1e-4, atol=1e-4)
-    assert (ids[np.argsort(d2, axis=1)[:, 0]] == found[:, 0]).all()
-    empty = MilvusIndex(DIM, metric="l2")
-    s, f = empty.search(q[:2], 3)
-    assert (f == -1).all() and np.isposinf(s).all()
-
-
 def test_persistence_round_trip(built, clustered, tmp_path):
-    x, q, ids, _ = clustered
+    x, q, ids = clustered.x, clustered.q, clustered.ids
     index = built["milvus"]
     index.save(tmp_path / "idx")
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
@@ -99,7 +99,7 @@ def test_persistence_round_trip(built, clustered, tmp_path):
     assert manifest["count"] == N and manifest["fingerprint"] == "enc-1"
     assert manifest["params"]["collection"] == index.collection and "pymilvus" in manifest["versions"]
     index.close()  # as a new process would: reopen from the manifest
-    loaded = MilvusIndex.load(tmp_path / "idx", expected_dim=DIM, expected_fingerprint="enc-1")
+    loaded = vi.load(tmp_path / "idx", expected_dim=DIM, expected_fingerprint="enc-1")
     assert len(loaded) == N and loaded.fingerprint == "enc-1"
     np.testing.assert_array_equal(loaded.ids(), np.sort(ids))
     s1, i1 = index.search(q, 10)
@@ -110,7 +110,7 @@ def test_persistence_round_trip(built, clustered, tmp_path):
     extra = np.array([10**9], np.int64)
     loaded.add(x[:1], extra)
     loaded.close()
-    again = MilvusIndex.load(tmp_path / "idx")
+    again = vi.load(tmp_path / "idx")
     assert len(again) == N + 1 and extra[0] in again
     np.testing.assert_allclose(again.reconstruct([ids[5], extra[0]]), x[[5, 0]], atol=1e-6)
     with pytest.raises(KeyError):
@@ -118,23 +118,23 @@ def test_persistence_round_trip(built, clustered, tmp_path):
 
 
 def test_missing_store_or_collection_refused(shared, clustered, tmp_path):
-    x, _, ids, _ = clustered
+    x, ids = clustered.x, clustered.ids
     idx = MilvusIndex(DIM, fingerprint="e").add(x[:10], ids[:10])
     idx.save(tmp_path / "i")
     idx.drop()
     with pytest.raises(IndexCorruptedError, match="does not exist"):
-        MilvusIndex.load(tmp_path / "i")
+        vi.load(tmp_path / "i")
     manifest = json.loads((tmp_path / "i" / "manifest.json").read_text())
     manifest["params"]["uri"] = "no-such-file.db"
     (tmp_path / "i" / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(IndexCorruptedError, match="missing"):
-        MilvusIndex.load(tmp_path / "i")
+        vi.load(tmp_path / "i")
     with pytest.raises(FileNotFoundError):
-        MilvusIndex.load(tmp_path / "nothing")
+        vi.load(tmp_path / "nothing")
 
 
 def test_default_store_is_a_lite_file_under_data_dir(shared, tmp_path, clustered):
-    x, _, ids, _ = clustered
+    x, ids = clustered.x, clustered.ids
     idx = MilvusIndex(DIM).add(x[:3], ids[:3])
     assert idx.uri == default_uri(idx.collection)
     assert idx.uri.startswith(str(tmp_path / "data" / "milvus"))
@@ -144,7 +144,7 @@ def test_default_store_is_a_lite_file_under_data_dir(shared, tmp_path, clustered
 
 
 def test_user_errors_are_clear(shared, clustered):
-    x, q, ids, _ = clustered
+    x, q, ids = clustered.x, clustered.q, clustered.ids
     index = MilvusIndex(DIM)
     with pytest.raises(ValueError, match=r"shape \(n, 32\)"):
         index.add(x[:5, :16], ids[:5])
@@ -168,25 +168,26 @@ def test_user_errors_are_clear(shared, clustered):
 
 
 def test_hnsw_index_type_and_search_params(shared, clustered):
-    x, q, ids, truth = clustered
-    idx = MilvusIndex(DIM, index_type="HNSW", index_params={"M": 16, "efConstruction": 100},
-                      search_params={"ef": 64}).add(x, ids)
-    assert vi.recall_at_k(idx.search(q, 10)[1], truth) >= 0.9
+    x, q, ids, truth = clustered.x, clustered.q, clustered.ids, clustered.truth
+    idx = MilvusIndex(
+        DIM, index_type="HNSW", index_params={"M": 16, "efConstruction": 100}, search_params={"ef": 64}
+    ).add(x, ids)
+    assert vi.neighbour_recall(idx.search(q, 10)[1], truth) >= 0.9
     assert idx.memory_bytes() == N * (4 * DIM + 8 + 2 * 16 * 4)
 
 
-def test_sync_index_runs_on_milvus(shared, tmp_path, monkeypatch):
+def test_sync_index_runs_on_milvus(shared, tmp_path, monkeypatch, fashion_mnist):
     """The indexing pipeline (and so the serving layer, which calls it) on kind='milvus'."""
     conn = ti._platform(tmp_path, list(range(0, 200)) + list(range(60000, 60050)))
     enc = ti.FakeEncoder()
     path = vi.default_index_path(enc.name, "milvus")
     first = vi.sync_index(enc, conn, path, kind="milvus", progress=False)
-    assert (first["added"], first["total"]) == (250, 250)
+    assert (first.added, first.total) == (250, 250)
     conn.execute("DELETE FROM images WHERE id IN (3, 60001)")
     conn.commit()
     second = vi.sync_index(enc, conn, path, kind="milvus", progress=False)
-    assert (second["added"], second["removed"], second["total"]) == (0, 2, 248)
-    idx = VectorIndex.load(path, expected_dim=enc.dim, expected_fingerprint=enc.fingerprint)
+    assert (second.added, second.removed, second.total) == (0, 2, 248)
+    idx = vi.load(path, expected_dim=enc.dim, expected_fingerprint=enc.fingerprint)
     assert isinstance(idx, MilvusIndex) and 3 not in idx and len(idx) == 248
 
     class Other(ti.FakeEncoder):
@@ -196,25 +197,27 @@ def test_sync_index_runs_on_milvus(shared, tmp_path, monkeypatch):
         vi.sync_index(Other(), conn, path, kind="milvus", progress=False)
 
 
-def test_search_service_runs_on_milvus(tmp_path, monkeypatch):
+def test_search_service_runs_on_milvus(tmp_path, monkeypatch, fashion_mnist):
     """The serving facade on kind='milvus' (what `serve --index-kind milvus` builds): search,
     then an upload that is searchable at once and survives a restart of the service."""
     import io
 
     from PIL import Image
 
-    from vs_lib import data, serving, testing
+    from vs_lib import serving, testing
 
     monkeypatch.setenv("VS_DATA_DIR", str(tmp_path / "data"))
     paths = testing.build_small_platform(tmp_path / "platform", n_images=400, dim=32)
     ipath = tmp_path / "index" / "milvus"
-    kwargs = dict(index_kind="milvus", db_path=paths["db"], index_path=ipath, store_dir=tmp_path / "objects", progress=False)
+    kwargs = dict(
+        index_kind="milvus", db_path=paths["db"], index_path=ipath, store_dir=tmp_path / "objects", progress=False
+    )
     svc = serving.SearchService.from_paths(paths["model"], **kwargs)
     assert isinstance(svc.neighbours.index, MilvusIndex) and len(svc.neighbours.index) == 400
     res = svc.search(image_id=7, k=5)
     assert 0 < len(res.ids) <= 5 and 7 not in res.ids
     buf = io.BytesIO()
-    Image.fromarray(data.load_fashion_mnist().train_images[1000]).save(buf, format="PNG")
+    Image.fromarray(fashion_mnist.train_images[1000]).save(buf, format="PNG")
     up = svc.upload(buf.getvalue(), owner_id=1)
     assert up.image_id in svc.neighbours.index
     svc.neighbours.index.close()

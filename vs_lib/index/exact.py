@@ -12,6 +12,7 @@ and higher is better; with ``metric="l2"`` scores are squared Euclidean distance
 lower is better.  Results are *positions* (row numbers in ``gallery``), best first; map
 them to image ids with ``ids[positions]``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,7 +22,7 @@ METRICS = ("ip", "l2")
 __all__ = ["exact_topk", "neighbour_recall"]
 
 
-def _as_matrix(x, name: str) -> np.ndarray:
+def _as_matrix(x: object, name: str) -> np.ndarray:
     a = np.asarray(x)
     if a.ndim != 2:
         raise ValueError(f"{name} must be a (n, d) array, got shape {a.shape}")
@@ -104,5 +105,5 @@ def neighbour_recall(found: np.ndarray, truth: np.ndarray, k: int | None = None)
     """
     found, truth = np.asarray(found), np.asarray(truth)
     k = int(k or truth.shape[1])
-    hits = [len(np.intersect1d(f[:k][f[:k] >= 0], t[:k])) for f, t in zip(found, truth)]
+    hits = [len(np.intersect1d(f[:k][f[:k] >= 0], t[:k])) for f, t in zip(found, truth, strict=True)]
     return float(np.mean(hits) / k) if hits else float("nan")
