@@ -46,7 +46,9 @@ def test_ztest_rejects_a_true_null_at_its_level_and_its_interval_covers_the_trut
     n, trials = 3000, 4000
     # A/A: both arms click at 10%; a correct 5% test rejects about 5% of them
     a0, b0 = rng.binomial(n, 0.10, trials), rng.binomial(n, 0.10, trials)
-    false_positives = np.mean([stats.two_proportion_ztest(int(x), n, int(y), n).p_value < 0.05 for x, y in zip(a0, b0, strict=False)])
+    false_positives = np.mean(
+        [stats.two_proportion_ztest(int(x), n, int(y), n).p_value < 0.05 for x, y in zip(a0, b0, strict=False)]
+    )
     assert _within_binomial_band(false_positives, 0.05, trials)
     # A/B: 10% vs 13%; the 95% Wald interval covers the true difference 0.03 about 95% of the time
     a, b = rng.binomial(n, 0.10, trials), rng.binomial(n, 0.13, trials)
@@ -69,8 +71,9 @@ def test_user_bootstrap_is_calibrated_when_the_ztest_is_not():
         a, b = slice(0, n_users), slice(n_users, None)
         interval = stats.bootstrap_ratio_difference(clicks[a], impressions[a], clicks[b], impressions[b], 400, seed=r)
         boot_fp += interval.ci_low > 0 or interval.ci_high < 0
-        z = stats.two_proportion_ztest(int(clicks[a].sum()), int(impressions[a].sum()), int(clicks[b].sum()),
-                                       int(impressions[b].sum()))  # fmt: skip
+        z = stats.two_proportion_ztest(
+            int(clicks[a].sum()), int(impressions[a].sum()), int(clicks[b].sum()), int(impressions[b].sum())
+        )
         z_fp += z.p_value < 0.05
     # a binomial test of the observed rate: compatible with 5% (the percentile bootstrap is a
     # little liberal with 150 users per arm, hence the two-sided check at the 0.1% level)
