@@ -216,7 +216,9 @@ def test_batch_equals_scalar(n, width, k, seed, gain):
     ideal[:, :width] = np.maximum(ideal[:, :width], R)  # the collection holds the list's items
     np.testing.assert_allclose(m.precision_at_k_batch(R, k), [m.precision_at_k(r, k) for r in R])
     np.testing.assert_allclose(m.recall_at_k_batch(R, k), [m.recall_at_k(r, k) for r in R])
-    np.testing.assert_allclose(m.recall_at_k_batch(R, k, n_rel), [m.recall_at_k(r, k, t) for r, t in zip(R, n_rel, strict=False)])
+    np.testing.assert_allclose(
+        m.recall_at_k_batch(R, k, n_rel), [m.recall_at_k(r, k, t) for r, t in zip(R, n_rel, strict=False)]
+    )
     np.testing.assert_allclose(m.reciprocal_rank_batch(R), [m.reciprocal_rank(r) for r in R])
     np.testing.assert_allclose(m.average_precision_batch(R), [m.average_precision(r) for r in R])
     np.testing.assert_allclose(
@@ -225,7 +227,8 @@ def test_batch_equals_scalar(n, width, k, seed, gain):
     np.testing.assert_allclose(m.dcg_at_k_batch(R, k, gain), [m.dcg_at_k(r, k, gain) for r in R])
     np.testing.assert_allclose(m.ndcg_at_k_batch(R, k, gain), [m.ndcg_at_k(r, k, gain) for r in R])
     np.testing.assert_allclose(
-        m.ndcg_at_k_batch(R, None, gain, ideal=ideal), [m.ndcg_at_k(r, None, gain, ideal=i) for r, i in zip(R, ideal, strict=False)]
+        m.ndcg_at_k_batch(R, None, gain, ideal=ideal),
+        [m.ndcg_at_k(r, None, gain, ideal=i) for r, i in zip(R, ideal, strict=False)],
     )
     assert (m.ndcg_at_k_batch(R, k, gain, ideal=ideal) <= 1 + 1e-12).all()
 
