@@ -12,9 +12,10 @@ Read it top to bottom::
 :func:`make_batch` builds the batch (a random view of every query image and of every
 positive image); :func:`train_step` embeds it, scores it with the contrastive loss
 (:func:`batch_loss`, from :mod:`.losses`) and takes one optimiser step with the learning
-rate of the schedule (:func:`lr_factor`).  :func:`run_epoch` repeats it over one epoch, keeps the loss curve
-and checkpoints; :func:`train_encoder` runs epochs until the budget (epochs or minutes,
-whichever comes first) is used, resuming from a checkpoint when one exists.
+rate of the schedule (:func:`lr_factor`).  :func:`run_epoch` repeats it over one epoch,
+keeps the loss curve and checkpoints; :func:`train_encoder` runs epochs until the budget
+(epochs or minutes, whichever comes first) is used, resuming from a checkpoint when one
+exists.  ``epoch_pairs`` comes from :mod:`.positives`.
 
 Nothing here changes torch's thread count: whoever owns the process sets it.
 """
@@ -40,8 +41,15 @@ from ..features import BatchAugment, Preprocess, fit_normalisation
 from ..models import Encoder, build_network, default_preprocess
 from .config import TrainConfig, TrainingError
 from .losses import pair_loss
-from .positives import MiningReport, Pairs, PositiveSampler, make_sampler, mine_training_neighbours, pairs_in_order
-from .positives import click_pairs_from_db as _clicks_from_db
+from .positives import (
+    MiningReport,
+    Pairs,
+    PositiveSampler,
+    click_pairs_from_db,
+    make_sampler,
+    mine_training_neighbours,
+    pairs_in_order,
+)
 
 
 # --------------------------------------------------------------------------- the data
@@ -74,7 +82,7 @@ def training_data(
     if cfg.positives != "clicks":
         n = min(len(images), cfg.n_train or len(images))
         return TrainingData(images[:n], labels[:n])
-    pairs = np.asarray(click_pairs if click_pairs is not None else _clicks_from_db(n_train=len(images)))
+    pairs = np.asarray(click_pairs if click_pairs is not None else click_pairs_from_db(n_train=len(images)))
     pairs = pairs[(pairs < len(images)).all(axis=1)][: cfg.n_train or None]
     if len(pairs) < cfg.batch_size:
         raise TrainingError(
