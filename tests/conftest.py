@@ -1,16 +1,25 @@
 """Shared fixtures.
 
-``run_notebook(name)`` executes ``notebooks/<name>.ipynb`` once per test session with
-papermill in the smoke profile and returns the notebook's ``results.json``. The notebooks
-run in a sandbox: a temporary data folder holding a copy of the platform database (so
-simulated clicks and uploads never touch the user's own), figures in a temporary folder,
-trained smoke models shared with the real models folder, and the executed copy under
-``reports/smoke/``.
+Everything a test session writes goes under pytest's temporary folders:
+
+- ``smoke_models_dir``: the session's models folder.  :func:`smoke_model` trains a smoke
+  model there through the library (``train.ensure_model(..., "smoke")``) the first time a
+  test asks for it — seconds for the small CNNs — and the notebooks reuse the same files;
+- ``run_notebook(name)`` executes ``notebooks/<name>.ipynb`` once per test session with
+  papermill in the smoke profile and returns the notebook's ``results.json``.  The
+  notebooks run in a sandbox: a temporary data folder holding a copy of the platform
+  database (so simulated clicks and uploads never touch the user's own), the session's
+  models folder, figures and the executed copies in temporary folders.
+
+Session fixtures are shared by many tests: treat what they return as read-only.
 """
+
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,12 +30,33 @@ NOTEBOOKS = config.ROOT / "notebooks"
 
 
 @pytest.fixture(scope="session")
-def smoke_figures_dir(tmp_path_factory) -> Path:
+def smoke_figures_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("figures")
 
 
 @pytest.fixture(scope="session")
-def notebook_env(tmp_path_factory, smoke_figures_dir) -> dict[str, str]:
+def smoke_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's models folder (smoke models land in its ``smoke/`` subfolder)."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def smoke_model(smoke_models_dir: Path) -> Callable[[str], Path]:
+    """``smoke_model(positives)``: the path of a smoke model, trained once per session."""
+    from vs_lib import models, train
+
+    def get(positives: str) -> Path:
+        # the test process is ours: all cores on a quiet machine, one on a busy one
+        with models.torch_threads(models.auto_threads()):
+            return train.ensure_model(positives, "smoke", models_dir=smoke_models_dir, progress=False)
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def notebook_env(
+    tmp_path_factory: pytest.TempPathFactory, smoke_figures_dir: Path, smoke_models_dir: Path
+) -> dict[str, str]:
     """Environment for smoke runs: sandboxed data dir with a copy of the database."""
     from vs_lib import data
 
@@ -34,7 +64,7 @@ def notebook_env(tmp_path_factory, smoke_figures_dir) -> dict[str, str]:
     db = config.db_path()
     if db.exists():
         src = data.connect(db, readonly=True)
-        dst = __import__("sqlite3").connect(sandbox / "visual_search.db")
+        dst = sqlite3.connect(sandbox / "visual_search.db")
         src.backup(dst)  # consistent copy even if another process writes
         src.close(), dst.close()
     else:
@@ -44,12 +74,13 @@ def notebook_env(tmp_path_factory, smoke_figures_dir) -> dict[str, str]:
         "VS_FIGURES_DIR": str(smoke_figures_dir),
         "VS_DATA_DIR": str(sandbox),
         "VS_DB": str(sandbox / "visual_search.db"),
-        "VS_MODELS_DIR": str(config.models_dir()),
+        "VS_MODELS_DIR": str(smoke_models_dir),
+        "VS_REPORTS_DIR": str(tmp_path_factory.mktemp("reports")),
     }
 
 
 @pytest.fixture(scope="session")
-def run_notebook(smoke_figures_dir, notebook_env):
+def run_notebook(smoke_figures_dir: Path, notebook_env: dict[str, str]) -> Callable[[str], dict]:
     cache: dict[str, dict] = {}
 
     def run(name: str) -> dict:
@@ -59,7 +90,7 @@ def run_notebook(smoke_figures_dir, notebook_env):
 
         src = NOTEBOOKS / f"{name}.ipynb"
         assert src.exists(), f"missing notebook {src}"
-        out_dir = config.reports_dir() / "smoke"
+        out_dir = Path(notebook_env["VS_REPORTS_DIR"]) / "smoke"
         out_dir.mkdir(parents=True, exist_ok=True)
         env_before = {k: os.environ.get(k) for k in notebook_env}
         os.environ.update(notebook_env)

@@ -1,4 +1,5 @@
 """Feature engineering: colour modes, sizes, z-score statistics, augmentations, pictures."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -127,8 +128,9 @@ def test_hog_features_match_scikit_image():
     imgs[:3, 5:20, 8:14] = 255  # some images with large flat areas and straight edges
     imgs[3:, :, :] //= 4
     imgs = np.concatenate([imgs, rng.integers(0, 256, (2, 33, 30)).astype(np.uint8)[:, :28, :28]])
-    ref = np.stack([hog(im, orientations=9, pixels_per_cell=(4, 4), cells_per_block=(2, 2), block_norm="L2-Hys")
-                    for im in imgs])
+    ref = np.stack(
+        [hog(im, orientations=9, pixels_per_cell=(4, 4), cells_per_block=(2, 2), block_norm="L2-Hys") for im in imgs]
+    )
     ref /= np.linalg.norm(ref, axis=1, keepdims=True)
     got = features.hog_features(imgs, chunk=3)  # several chunks
     assert got.shape == ref.shape == (len(imgs), 6 * 6 * 4 * 9)
@@ -139,3 +141,18 @@ def test_hog_features_match_scikit_image():
     np.testing.assert_allclose(features.hog_features(odd, cell=8), ref_odd, atol=1e-6)
     with pytest.raises(ValueError, match="too small"):
         features.hog_features(np.zeros((1, 6, 6), np.uint8))
+
+
+def test_fit_pca_matches_numpy_svd():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 12)) @ rng.normal(size=(12, 12)) + 3.0  # correlated, off-centre
+    fit = features.fit_pca(x, 4)
+    centred = x - x.mean(0)
+    _, sv, vt = np.linalg.svd(centred, full_matrices=False)
+    assert fit.components.shape == (4, 12) and fit.mean == pytest.approx(x.mean(0), abs=1e-5)
+    # the same axes up to sign, the same share of variance along each
+    np.testing.assert_allclose(np.abs(np.sum(fit.components * vt[:4], axis=1)), 1.0, atol=1e-4)
+    np.testing.assert_allclose(fit.explained_variance_ratio, sv[:4] ** 2 / (sv**2).sum(), rtol=1e-4)
+    np.testing.assert_allclose(np.abs(fit.transform(x)), np.abs(centred @ vt[:4].T), rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="dim"):
+        features.fit_pca(x, 13)

@@ -1,5 +1,6 @@
 """Ranking metrics against independent computations: scikit-learn where the definitions
 agree, brute force from the set definitions, hand-worked examples, and properties."""
+
 import math
 
 import numpy as np
@@ -42,8 +43,7 @@ def test_hand_worked_graded_example():
     assert m.ndcg_at_k(r) == pytest.approx(6.861 / 7.141, abs=1e-3)
     assert m.dcg_at_k(r, 2, gain="exponential") == pytest.approx(7 + 3 / math.log2(3))
     # an ideal from the collection that holds better items than the list shows
-    assert m.ndcg_at_k([3, 3], ideal=[5, 5, 3, 0]) == pytest.approx(
-        (3 + 3 / math.log2(3)) / (5 + 5 / math.log2(3)))
+    assert m.ndcg_at_k([3, 3], ideal=[5, 5, 3, 0]) == pytest.approx((3 + 3 / math.log2(3)) / (5 + 5 / math.log2(3)))
     assert m.ndcg_at_k([0, 0]) == 0.0
 
 
@@ -144,8 +144,14 @@ def test_ndcg_brute_force_best_permutation():
 @settings(max_examples=100, deadline=None)
 @given(r=grades_list, k=st.integers(1, 40))
 def test_bounds(r, k):
-    for v in (m.precision_at_k(r, k), m.recall_at_k(r, k), m.reciprocal_rank(r),
-              m.average_precision(r), m.ndcg_at_k(r, k), m.ndcg_at_k(r, k, gain="exponential")):
+    for v in (
+        m.precision_at_k(r, k),
+        m.recall_at_k(r, k),
+        m.reciprocal_rank(r),
+        m.average_precision(r),
+        m.ndcg_at_k(r, k),
+        m.ndcg_at_k(r, k, gain="exponential"),
+    ):
         assert 0.0 <= v <= 1.0 + 1e-12
     assert m.dcg_at_k(r, k) >= 0
 
@@ -195,8 +201,11 @@ def test_swapping_a_better_item_up_never_hurts(r, data):
 
 @settings(max_examples=40, deadline=None)
 @given(
-    n=st.integers(1, 8), width=st.integers(1, 15), k=st.integers(1, 20),
-    seed=st.integers(0, 10_000), gain=st.sampled_from(["linear", "exponential"]),
+    n=st.integers(1, 8),
+    width=st.integers(1, 15),
+    k=st.integers(1, 20),
+    seed=st.integers(0, 10_000),
+    gain=st.sampled_from(["linear", "exponential"]),
 )
 def test_batch_equals_scalar(n, width, k, seed, gain):
     rng = np.random.default_rng(seed)
@@ -207,14 +216,20 @@ def test_batch_equals_scalar(n, width, k, seed, gain):
     ideal[:, :width] = np.maximum(ideal[:, :width], R)  # the collection holds the list's items
     np.testing.assert_allclose(m.precision_at_k_batch(R, k), [m.precision_at_k(r, k) for r in R])
     np.testing.assert_allclose(m.recall_at_k_batch(R, k), [m.recall_at_k(r, k) for r in R])
-    np.testing.assert_allclose(m.recall_at_k_batch(R, k, n_rel), [m.recall_at_k(r, k, t) for r, t in zip(R, n_rel)])
+    np.testing.assert_allclose(
+        m.recall_at_k_batch(R, k, n_rel), [m.recall_at_k(r, k, t) for r, t in zip(R, n_rel, strict=False)]
+    )
     np.testing.assert_allclose(m.reciprocal_rank_batch(R), [m.reciprocal_rank(r) for r in R])
     np.testing.assert_allclose(m.average_precision_batch(R), [m.average_precision(r) for r in R])
-    np.testing.assert_allclose(m.average_precision_batch(R, n_rel), [m.average_precision(r, t) for r, t in zip(R, n_rel)])
+    np.testing.assert_allclose(
+        m.average_precision_batch(R, n_rel), [m.average_precision(r, t) for r, t in zip(R, n_rel, strict=False)]
+    )
     np.testing.assert_allclose(m.dcg_at_k_batch(R, k, gain), [m.dcg_at_k(r, k, gain) for r in R])
     np.testing.assert_allclose(m.ndcg_at_k_batch(R, k, gain), [m.ndcg_at_k(r, k, gain) for r in R])
-    np.testing.assert_allclose(m.ndcg_at_k_batch(R, None, gain, ideal=ideal),
-                               [m.ndcg_at_k(r, None, gain, ideal=i) for r, i in zip(R, ideal)])
+    np.testing.assert_allclose(
+        m.ndcg_at_k_batch(R, None, gain, ideal=ideal),
+        [m.ndcg_at_k(r, None, gain, ideal=i) for r, i in zip(R, ideal, strict=False)],
+    )
     assert (m.ndcg_at_k_batch(R, k, gain, ideal=ideal) <= 1 + 1e-12).all()
 
 
@@ -252,3 +267,21 @@ def test_graded_relevance_lookup():
         m.graded_relevance(q, np.array([[0, 10, 1], [1, 1, 1]]))
     with pytest.raises(ValueError, match=r"\(q, k\)"):
         m.graded_relevance(q, np.array([[0, 1, 1]]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(r=binary_list, data=st.data())
+def test_average_precision_at_r_matches_its_definition(r, data):
+    # the collection holds R >= 1 relevant items; the list shows at least its first R results
+    n_rel = data.draw(st.integers(1, len(r)))
+    top = r[:n_rel]
+    by_definition = sum(sum(top[: i + 1]) / (i + 1) for i in range(n_rel) if top[i]) / n_rel
+    assert m.average_precision_at_r(r, n_rel) == pytest.approx(by_definition)
+    assert m.average_precision_at_r_batch([r], [n_rel])[0] == pytest.approx(by_definition)
+
+
+def test_average_precision_at_r_needs_r_results():
+    assert m.average_precision_at_r([1, 1, 0, 1], 3) == pytest.approx(2 / 3)  # (1/1 + 2/2) / 3
+    assert m.average_precision_at_r([0, 0], 0) == 0.0
+    with pytest.raises(ValueError, match="R = 5"):
+        m.average_precision_at_r_batch([[1, 0, 1]], [5])

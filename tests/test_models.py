@@ -1,4 +1,5 @@
 """Encoders: embedding shapes and norms on every input kind, save/load, refusal of bad files."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -134,3 +135,41 @@ def test_layer_shapes(encoder):
     assert rows[0]["output shape"] == (2, 8, 28, 28)
     assert rows[-1]["output shape"] == (2, 16)
     assert any(r["type"] == "MaxPool2d" and r["output shape"] == (2, 16, 7, 7) for r in rows)
+
+
+class _ThreadSpy(torch.nn.Module):
+    """Wraps a network and records torch's thread count each time it runs."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net, self.seen = net, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(torch.get_num_threads())
+        return self.net(x)
+
+
+def test_embed_runs_on_the_threads_the_process_owner_set(encoder, images):
+    spy = _ThreadSpy(encoder.network)
+    enc = models.Encoder(spy, encoder.arch, name="spy")
+    before = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)  # what a server does once, at start-up (serve --torch-threads)
+            spy.seen.clear()
+            enc.embed(images, batch_size=8)
+            assert spy.seen == [n] * 3 and torch.get_num_threads() == n  # during and after the call
+        # a scoped setting, for a caller that opts in, is undone afterwards
+        torch.set_num_threads(1)
+        with models.torch_threads(2) as n:
+            assert n == torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_encoders_fit_the_encoder_role(encoder):
+    from vs_lib.protocols import Encoder
+
+    assert isinstance(encoder, Encoder) and isinstance(models.baseline_encoder("pixels"), Encoder)
+    assert not isinstance(object(), Encoder)

@@ -1,17 +1,24 @@
-"""Every notebook follows the course's opening and is covered by a smoke test."""
+"""Every notebook follows the course's opening, speaks to learners, and is covered by a smoke test."""
+
 import json
+import re
 
 import pytest
 
 from vs_lib import config
 
 NOTEBOOKS = sorted((config.ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+# notebooks whose prose still cites the design notes or their tickets (to be reworded by their owners)
+CITING = {"08_serving", "09_scaling"}
+
+
+def _cells(path):
+    return json.loads(path.read_text())["cells"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_structure(path):
-    nb = json.loads(path.read_text())
-    cells = nb["cells"]
+    cells = _cells(path)
     assert cells[0]["cell_type"] == "markdown" and "".join(cells[0]["source"]).lstrip().startswith("# "), "title first"
     tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
@@ -19,6 +26,35 @@ def test_notebook_structure(path):
     src = "".join(cells[tagged[0]]["source"])
     assert "PROFILE" in src
     assert "sys.path" not in "".join("".join(c["source"]) for c in cells)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="prose cites the design notes"))
+        if p.stem in CITING
+        else p
+        for p in NOTEBOOKS
+    ],
+    ids=lambda p: p.stem,
+)
+def test_notebook_speaks_to_learners(path):
+    """The course never cites the notes it was built from, nor tickets, nor their targets."""
+    text = "\n".join("".join(c["source"]) for c in _cells(path))
+    found = re.findall(r"SPEC\.md|STYLE\.md|the issue|issue's|closing note", text)
+    assert not found, found
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_uses_only_public_library_names(path):
+    """What a notebook calls is what a learner may call: no ``module._private`` names."""
+    code = "\n".join("".join(c["source"]) for c in _cells(path) if c["cell_type"] == "code")
+    private = re.findall(
+        r"\b(?:vs_lib|config|data|features|models|train|index|metrics|evaluate|online|serving|scale|viz)"
+        r"\._[A-Za-z]\w*",
+        code,
+    )
+    assert not private, private
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -1,6 +1,9 @@
-"""Contrastive loss, training, protocol metrics, model reuse and the command line."""
+"""Contrastive loss, positive sources, the training loop's steps, model reuse and the command line."""
+
 from __future__ import annotations
 
+import argparse
+import itertools
 import math
 
 import numpy as np
@@ -9,11 +12,15 @@ import torch
 import torch.nn.functional as F
 
 from vs_lib import models, train
+from vs_lib.train import registry
 
 
 def _unit(n, d, seed):
     g = torch.Generator().manual_seed(seed)
     return F.normalize(torch.randn(n, d, generator=g), dim=1)
+
+
+# ---- the loss, against independent computations ---------------------------------------------
 
 
 def test_loss_matches_explicit_loop_and_cross_entropy():
@@ -28,8 +35,7 @@ def test_loss_matches_explicit_loop_and_cross_entropy():
         total += -(s[labels[i]] - math.log(sum(math.exp(v) for v in s)))
     assert float(got) == pytest.approx(total / 6, rel=1e-5)
     # and torch's cross-entropy over the logits
-    ref = F.cross_entropy(q @ c.T / t, labels)
-    assert float(got) == pytest.approx(float(ref), rel=1e-6)
+    assert float(got) == pytest.approx(float(F.cross_entropy(q @ c.T / t, labels)), rel=1e-6)
 
 
 def test_masked_loss_drops_masked_candidates():
@@ -48,11 +54,39 @@ def test_masked_loss_drops_masked_candidates():
     assert float(got) == pytest.approx(np.mean(losses), rel=1e-5)
 
 
+def test_symmetric_loss_is_both_directions_of_cross_entropy():
+    a, b = _unit(5, 4, 7), _unit(5, 4, 8)
+    target = torch.arange(5)
+    ref = 0.5 * (F.cross_entropy(a @ b.T / 0.2, target) + F.cross_entropy(b @ a.T / 0.2, target))
+    assert float(train.symmetric_loss(a, b, 0.2)) == pytest.approx(float(ref), rel=1e-6)
+    assert float(train.pair_loss(a, b, 0.2, "batch")) == pytest.approx(float(ref), rel=1e-6)
+    # a (2n, 2n) mask over cat([a, b]) uses its query-positive blocks
+    big = torch.zeros(10, 10, dtype=torch.bool)
+    big[0, 5 + 1] = big[5 + 1, 0] = True  # a[0] and b[1] are the same image
+    small = big[:5, 5:]
+    torch.testing.assert_close(train.symmetric_loss(a, b, 0.2, big), train.symmetric_loss(a, b, 0.2, small))
+    assert float(train.symmetric_loss(a, b, 0.2, small)) != pytest.approx(float(ref))
+
+
+def test_both_views_loss_matches_pytorch_metric_learning_nt_xent():
+    from pytorch_metric_learning.losses import NTXentLoss
+
+    a, b = _unit(6, 4, 5), _unit(6, 4, 6)
+    ref = NTXentLoss(temperature=0.3)(torch.cat([a, b]), torch.cat([torch.arange(6), torch.arange(6)]))
+    assert float(train.both_views_loss(a, b, 0.3)) == pytest.approx(float(ref), rel=1e-5)
+    assert float(train.pair_loss(a, b, 0.3, "both_views")) == pytest.approx(float(ref), rel=1e-5)
+
+
 def test_loss_rejects_bad_inputs():
     with pytest.raises(ValueError, match="temperature"):
         train.contrastive_loss(_unit(2, 3, 0), _unit(2, 3, 1), 0.0)
     with pytest.raises(ValueError, match="expected"):
         train.contrastive_loss(_unit(2, 3, 0), _unit(2, 4, 1))
+    with pytest.raises(ValueError, match="negatives"):
+        train.pair_loss(_unit(2, 3, 0), _unit(2, 3, 1), 0.1, "queue")
+
+
+# ---- positives ------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -64,34 +98,174 @@ def tiny_data():
     imgs = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
     imgs[labels == 0, :12] += 150
     imgs[labels == 1, 16:] += 150
+    imgs.setflags(write=False)
+    labels.setflags(write=False)
     return imgs, labels
 
 
 def _tiny_cfg(positives="labels", **kw):
-    base = dict(positives=positives, arch=dict(widths=[8, 16], fc=[32], dim=16), epochs=4, batch_size=32,
-                lr=3e-3, augment=train.LIGHT_AUGMENT, eval_queries=0, checkpoint_seconds=1e9, threads=1)
+    base = dict(
+        positives=positives,
+        arch=dict(widths=[8, 16], fc=[32], dim=16),
+        epochs=4,
+        batch_size=32,
+        lr=3e-3,
+        augment=train.LIGHT_AUGMENT,
+        eval_queries=0,
+        checkpoint_seconds=1e9,
+    )
     base.update(kw)
     return train.TrainConfig(**base)
+
+
+def _same_class_clicks(labels, n_pairs=400, seed=1):
+    rng = np.random.default_rng(seed)
+    q = rng.integers(0, len(labels), n_pairs)
+    same = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
+    return np.stack([q, [rng.choice(same[labels[i]]) for i in q]], 1)
+
+
+def test_label_positives_share_the_class_and_mask_it():
+    labels = np.repeat(np.arange(4), 25)
+    sampler = train.LabelPositives(labels)
+    batches = list(train.epoch_pairs(sampler, 16, np.random.default_rng(0)))
+    assert len(batches) == 100 // 16  # the last partial batch is dropped
+    seen = np.concatenate([b.queries for b in batches])
+    assert len(np.unique(seen)) == len(seen) == 96  # an epoch visits images without repeats
+    for b in batches:
+        np.testing.assert_array_equal(labels[b.positives], labels[b.queries])
+        np.testing.assert_array_equal(b.mask.numpy(), labels[b.queries][:, None] == labels[b.queries][None, :])
+
+
+def test_click_positives_come_from_the_pairs():
+    pairs = np.array([[1, 5], [2, 5], [3, 7], [1, 8]] * 4)
+    batches = list(train.epoch_pairs(train.ClickPositives(pairs), 4, np.random.default_rng(0)))
+    assert len(batches) == 4
+    logged = {tuple(p) for p in pairs}
+    for b in batches:
+        assert all((q, p) in logged for q, p in zip(b.queries, b.positives, strict=True))
+        # two rows showing the same image never treat it as a negative of itself
+        same = (b.positives[:, None] == b.positives[None, :]) | (b.queries[:, None] == b.queries[None, :])
+        np.testing.assert_array_equal(b.mask.numpy(), same)
+
+
+def test_neighbour_positives_come_from_the_mined_lists_and_mask_duplicates(tiny_data):
+    imgs, _ = tiny_data
+    neighbours = train.mine_neighbours(_unit(len(imgs), 8, 5).numpy(), 3)
+    sampler = train.ViewPositives(len(imgs), neighbours, neighbour_prob=0.5)
+    n_neighbour = 0
+    for b in train.epoch_pairs(sampler, 32, np.random.default_rng(0)):
+        own = b.positives == b.queries
+        assert all(b.positives[i] in neighbours[b.queries[i]] for i in np.flatnonzero(~own))
+        n_neighbour += int((~own).sum())
+        ids = np.concatenate([b.queries, b.positives])
+        np.testing.assert_array_equal(b.mask.numpy(), ids[:, None] == ids[None, :])
+    assert 0.3 < n_neighbour / (len(imgs) // 32 * 32) < 0.7  # about neighbour_prob of the pairs
+    plain = next(train.epoch_pairs(train.ViewPositives(len(imgs)), 32, np.random.default_rng(0)))
+    np.testing.assert_array_equal(plain.positives, plain.queries)  # SimCLR: two views of the same image
+    with pytest.raises(ValueError, match="self_supervised option"):
+        _tiny_cfg("labels", neighbours="pixels")
+
+
+def test_mine_neighbours_matches_sklearn_brute_force():
+    from sklearn.neighbors import NearestNeighbors
+
+    E = _unit(500, 12, 3).numpy()
+    got = train.mine_neighbours(E, k=4, chunk=64)  # several chunks, self excluded
+    ref = (
+        NearestNeighbors(n_neighbors=5, metric="cosine", algorithm="brute").fit(E).kneighbors(E, return_distance=False)
+    )
+    assert (got != np.arange(500)[:, None]).all()
+    # sklearn lists the point itself first; ties are measure-zero with random vectors
+    np.testing.assert_array_equal(got, ref[:, 1:])
+    with pytest.raises(ValueError, match="k must be"):
+        train.mine_neighbours(E, k=500)
+
+
+def test_neighbour_features_sources(tiny_data):
+    imgs, labels = tiny_data
+    pixels = train.neighbour_features(imgs, "pixels")
+    both = train.neighbour_features(imgs, "hog_pixels")
+    assert len(pixels) == len(both) == len(imgs) and both.shape[1] == pixels.shape[1] + 64
+    np.testing.assert_allclose(np.linalg.norm(both, axis=1), 1.0, rtol=1e-5)
+    # half of each row is the (unit) pixel part, half the (unit) HOG part
+    np.testing.assert_allclose(np.linalg.norm(both[:, : pixels.shape[1]], axis=1), np.sqrt(0.5), rtol=1e-4)
+    nb = train.mine_neighbours(both, 3)
+    assert (labels[nb] == labels[:, None]).mean() > 0.95
+    with pytest.raises(ValueError, match="source"):
+        train.neighbour_features(imgs, "labels")
+    with pytest.raises(ValueError, match="neighbours"):
+        _tiny_cfg("self_supervised", neighbours="clicks")
+
+
+def test_training_data_keeps_click_pairs_of_training_images(tiny_data):
+    imgs, labels = tiny_data
+    pairs = np.concatenate([_same_class_clicks(labels), [[5, 500], [900, 3]]])  # two point outside the images
+    data = train.training_data(_tiny_cfg("clicks", n_train=300), imgs, labels, pairs)
+    assert len(data.click_pairs) == 300 and (data.click_pairs < len(imgs)).all() and len(data.images) == len(imgs)
+    assert len(train.training_data(_tiny_cfg("labels", n_train=50), imgs, labels).images) == 50
+    with pytest.raises(train.TrainingError, match="click pairs"):
+        train.training_data(_tiny_cfg("clicks"), imgs, labels, pairs[:10])
+
+
+# ---- the loop, step by step -----------------------------------------------------------------
+
+
+def test_the_loop_is_its_steps(tiny_data):
+    """Calling the steps one by one (as a notebook does) trains exactly what run_epoch trains."""
+    imgs, labels = tiny_data
+    cfg = _tiny_cfg("self_supervised", epochs=1, projection_dim=16, negatives="both_views")
+    data = train.training_data(cfg, imgs, labels)
+    by_hand = train.start_run(cfg, data)
+    losses = []
+    for pairs in train.epoch_pairs(by_hand.sampler, cfg.batch_size, by_hand.rng):
+        views = train.make_batch(by_hand, pairs)
+        assert views.shape == (2 * cfg.batch_size, 1, 28, 28)
+        losses.append(train.train_step(by_hand, pairs, views))
+    looped = train.start_run(cfg, data)
+    assert train.run_epoch(looped) is True  # one epoch is the whole budget
+    for a, b in zip(by_hand.model.state_dict().values(), looped.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+    assert len(losses) == by_hand.progress.step == looped.progress.step == len(imgs) // 32
+    # train_step's loss is the contrastive loss of the batch, recomputed here from the embeddings
+    run = train.start_run(cfg, data)
+    pairs = next(train.epoch_pairs(run.sampler, cfg.batch_size, run.rng))
+    gen_state = run.generator.get_state()
+    run.model.train()
+    views = train.make_batch(run, pairs)
+    z = F.normalize(run.model["head"](run.model["net"](views)), dim=1)
+    expected = train.both_views_loss(z[:32], z[32:], cfg.temperature, pairs.mask)
+    run.generator.set_state(gen_state)  # the same random views again
+    got = train.batch_loss(run, train.make_batch(run, pairs), pairs)
+    assert float(got.detach()) == pytest.approx(float(expected.detach()))
+
+
+def test_learning_rate_warms_up_then_follows_a_cosine():
+    assert train.lr_factor(0.0, 0.1) == pytest.approx(1e-3)  # never exactly 0
+    assert train.lr_factor(0.05, 0.1) == pytest.approx(0.5)
+    assert train.lr_factor(0.1, 0.1) == pytest.approx(1.0)
+    assert train.lr_factor(0.55, 0.1) == pytest.approx(0.5)  # half way through the decay: cos(pi/2)
+    assert train.lr_factor(1.0, 0.1) == pytest.approx(0.0, abs=1e-12)
+    decay = [train.lr_factor(f, 0.1) for f in np.linspace(0.1, 1.0, 20)]
+    assert all(a > b for a, b in itertools.pairwise(decay))
 
 
 @pytest.mark.parametrize("positives", ["self_supervised", "labels", "clicks"])
 def test_short_training_lowers_loss(tiny_data, positives):
     imgs, labels = tiny_data
-    pairs = None
-    if positives == "clicks":  # clicks between images of the same class
-        rng = np.random.default_rng(1)
-        q = rng.integers(0, len(imgs), 400)
-        same = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
-        p = np.array([rng.choice(same[labels[i]]) for i in q])
-        pairs = np.stack([q, p], 1)
-    cfg = _tiny_cfg(positives, epochs=6, projection_dim=16 if positives == "self_supervised" else None,
-                    augment=train.STRONG_AUGMENT if positives == "self_supervised" else train.LIGHT_AUGMENT)
+    pairs = _same_class_clicks(labels) if positives == "clicks" else None
+    ssl = positives == "self_supervised"
+    cfg = _tiny_cfg(
+        positives,
+        epochs=6,
+        projection_dim=16 if ssl else None,
+        augment=train.STRONG_AUGMENT if ssl else train.LIGHT_AUGMENT,
+    )
     enc = train.train_encoder(cfg, imgs, labels, click_pairs=pairs, progress=False)
     losses = [h["loss"] for h in enc.metadata["history"]]
     assert len(losses) >= 4
     assert np.mean(losses[-2:]) < np.mean(losses[:2]) - 0.05
-    emb = enc.embed(imgs)
-    assert emb.shape == (len(imgs), 16)
+    assert enc.embed(imgs).shape == (len(imgs), 16)
     assert enc.metadata["config_key"] == cfg.key()
 
 
@@ -104,11 +278,34 @@ def test_same_seed_same_embeddings(tiny_data):
     assert a.fingerprint == b.fingerprint != c.fingerprint
 
 
-def test_resume_from_checkpoint(tiny_data, tmp_path):
+def test_checkpoint_resume_continues_exactly(tiny_data, tmp_path):
+    """Two epochs straight, or one epoch, a checkpoint, a fresh process state and the second: the same weights."""
+    imgs, labels = tiny_data
+    cfg = _tiny_cfg("self_supervised", epochs=2, projection_dim=16, neighbours="pixels", neighbour_k=3)
+    data = train.training_data(cfg, imgs, labels)
+    straight = train.start_run(cfg, data)
+    train.run_epoch(straight)
+    train.run_epoch(straight)
+    first = train.start_run(cfg, data)
+    train.run_epoch(first)
+    train.save_checkpoint(first, tmp_path / "run.ckpt")
+    torch.manual_seed(123)  # disturb the global random state: resume must restore it
+    second = train.start_run(cfg, data)
+    assert train.resume(second, tmp_path / "run.ckpt")
+    train.run_epoch(second)
+    for a, b in zip(straight.model.state_dict().values(), second.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+    assert second.progress.step == straight.progress.step == 2 * (len(imgs) // 32)
+    # a checkpoint of another configuration, or a damaged file, is ignored
+    assert not train.resume(train.start_run(_tiny_cfg("self_supervised", epochs=3), data), tmp_path / "run.ckpt")
+    (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
+    assert not train.resume(train.start_run(cfg, data), tmp_path / "bad.ckpt")
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(tiny_data, tmp_path):
     imgs, labels = tiny_data
     ck = tmp_path / "m.pt.ckpt"
     cfg = _tiny_cfg(epochs=2, checkpoint_seconds=0.0)  # checkpoint after every step
-
     stop = {"n": 0}
 
     def interrupt(rec):
@@ -118,163 +315,35 @@ def test_resume_from_checkpoint(tiny_data, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         train.train_encoder(cfg, imgs, labels, checkpoint=ck, progress=False, callback=interrupt)
-    assert ck.exists()
-    saved = torch.load(ck, weights_only=False)["state"]["step"]
+    saved = torch.load(ck, weights_only=True)["progress"]["step"]
+    assert 0 < saved < 2 * (len(imgs) // 32)
     enc = train.train_encoder(cfg, imgs, labels, checkpoint=ck, progress=False)
-    assert not ck.exists() and saved > 0
+    assert not ck.exists()
     assert enc.metadata["train_steps"] == 2 * (len(imgs) // 32)
+    uninterrupted = train.train_encoder(cfg, imgs, labels, progress=False)
+    np.testing.assert_allclose(enc.embed(imgs), uninterrupted.embed(imgs), atol=1e-5)
 
 
-def test_ranking_metrics_match_references():
-    rng = np.random.default_rng(0)
-    G = F.normalize(torch.randn(300, 8, generator=torch.Generator().manual_seed(0)), dim=1).numpy()
-    Q = F.normalize(torch.randn(40, 8, generator=torch.Generator().manual_seed(1)), dim=1).numpy()
-    gl = rng.integers(0, 4, 300)
-    ql = rng.integers(0, 4, 40)
-    got = train.ranking_metrics(Q, ql, G, gl, k=10, chunk=7)
-    # brute force with numpy argsort
-    order = np.argsort(-(Q @ G.T), axis=1, kind="stable")
-    rel = gl[order] == ql[:, None]
-    p1 = rel[:, 0].mean()
-    p10 = rel[:, :10].mean()
-    ap = []
-    for i in range(40):
-        R = (gl == ql[i]).sum()
-        hits = np.flatnonzero(rel[i, :10])
-        ap.append(sum((rel[i, : h + 1].sum() / (h + 1)) for h in hits) / min(10, R))
-    assert got["P@1"] == pytest.approx(p1) and got["P@10"] == pytest.approx(p10)
-    assert got["mAP@10"] == pytest.approx(np.mean(ap), rel=1e-5)
-    # MAP@R against pytorch-metric-learning's AccuracyCalculator
-    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
-
-    calc = AccuracyCalculator(include=("mean_average_precision_at_r", "precision_at_1"), k="max_bin_count",
-                              device=torch.device("cpu"))
-    ref = calc.get_accuracy(torch.from_numpy(Q), torch.from_numpy(ql), torch.from_numpy(G), torch.from_numpy(gl),
-                            ref_includes_query=False)
-    assert got["MAP@R"] == pytest.approx(ref["mean_average_precision_at_r"], rel=1e-4)
-    assert got["P@1"] == pytest.approx(ref["precision_at_1"])
-
-
-def test_ensure_model_trains_once_then_reuses(tiny_data, tmp_path, monkeypatch):
-    monkeypatch.setenv("VS_MODELS_DIR", str(tmp_path))
+def test_the_clock_budget_stops_training_before_the_epochs(tiny_data):
     imgs, labels = tiny_data
-    calls = []
-    real_train = train.train_encoder
-
-    def fake_train(cfg, checkpoint=None, progress=True):
-        calls.append(cfg.key())
-        return real_train(cfg, imgs, labels, checkpoint=checkpoint, progress=False)
-
-    monkeypatch.setattr(train, "train_encoder", fake_train)
-
-    cfg = _tiny_cfg(epochs=1)
-    p1 = train.ensure_model("labels", "smoke", cfg=cfg)
-    assert p1 == tmp_path / "smoke" / "labels.pt" and p1.exists()
-    fp = models.load_encoder(p1).fingerprint
-    assert train.ensure_model("labels", "smoke", cfg=cfg) == p1 and len(calls) == 1
-    assert models.load_encoder(p1).fingerprint == fp
-    cfg2 = _tiny_cfg(epochs=2)  # configuration changed → retrain
-    train.ensure_model("labels", "smoke", cfg=cfg2)
-    assert len(calls) == 2
-    train.ensure_model("labels", "smoke", cfg=cfg2, force=True)
-    assert len(calls) == 3
-    assert train.model_path("labels", "full") == tmp_path / "labels.pt"
-    assert train.model_path("labels", "full", backbone="efficientnet") == tmp_path / "efficientnet_finetuned.pt"
-    with pytest.raises(ValueError, match="positives"):
-        train.model_path("likes")
-
-
-def test_config_validation():
-    with pytest.raises(ValueError, match="epochs or minutes"):
-        train.TrainConfig(positives="labels")
-    with pytest.raises(ValueError, match="positives"):
-        train.TrainConfig(positives="stars", epochs=1)
-    assert train.default_config("labels", "smoke").key() != train.default_config("labels", "full").key()
-
-
-def test_cli_arguments():
-    import argparse
-
-    p = argparse.ArgumentParser()
-    train.cli_add_arguments(p)
-    a = p.parse_args(["--positives", "clicks", "--minutes", "2", "--profile", "smoke"])
-    assert a.positives == "clicks" and a.minutes == 2 and a.epochs is None
-    with pytest.raises(SystemExit):
-        p.parse_args(["--positives", "clicks", "--minutes", "2", "--epochs", "1"])
-
-
-def test_both_views_loss_matches_explicit_nt_xent():
-    a, b = _unit(3, 4, 5), _unit(3, 4, 6)
-    t = 0.3
-    got = train.both_views_loss(a, b, t)
-    z = torch.cat([a, b]).numpy().astype(np.float64)
-    total = 0.0
-    for i in range(6):
-        pos = (i + 3) % 6
-        s = {j: z[i] @ z[j] / t for j in range(6) if j != i}
-        total += -(s[pos] - np.log(sum(np.exp(v) for v in s.values())))
-    assert float(got) == pytest.approx(total / 6, rel=1e-5)
-
-
-def test_epochs_and_minutes_whichever_first(tiny_data):
-    imgs, labels = tiny_data
-    enc = train.train_encoder(_tiny_cfg(epochs=50, minutes=0.02), imgs, labels, progress=False)
-    assert enc.metadata["train_seconds"] < 5 and enc.metadata["epochs"] < 50
-
-
-def test_mine_neighbours_matches_sklearn_brute_force():
-    from sklearn.neighbors import NearestNeighbors
-
-    E = _unit(500, 12, 3).numpy()
-    got = train.mine_neighbours(E, k=4, chunk=64)  # several chunks, self excluded
-    nn = NearestNeighbors(n_neighbors=5, metric="cosine", algorithm="brute").fit(E)
-    ref = nn.kneighbors(E, return_distance=False)
-    assert (got != np.arange(500)[:, None]).all()
-    # sklearn lists the point itself first; ties are measure-zero with random vectors
-    np.testing.assert_array_equal(got, ref[:, 1:])
-    with pytest.raises(ValueError, match="k must be"):
-        train.mine_neighbours(E, k=500)
-
-
-def test_neighbour_positives_come_from_the_mined_lists_and_mask_duplicates(tiny_data):
-    imgs, labels = tiny_data
-    cfg = _tiny_cfg("self_supervised", neighbours="pixels", neighbour_k=3, neighbour_prob=0.5,
-                    negatives="both_views", projection_dim=16)
-    sampler = train._PairSampler(cfg, labels, len(imgs), np.random.default_rng(0))
-    sampler.neighbours = train.mine_neighbours(_unit(len(imgs), 8, 5).numpy(), 3)
-    n_neighbour = 0
-    for q, p, mask in sampler.epoch():
-        own = p == q
-        assert all(p[i] in sampler.neighbours[q[i]] for i in np.flatnonzero(~own))
-        n_neighbour += int((~own).sum())
-        ids = np.concatenate([q, p])
-        assert mask.shape == (2 * len(q), 2 * len(q))
-        np.testing.assert_array_equal(mask.numpy(), ids[:, None] == ids[None, :])
-    assert 0.3 < n_neighbour / (len(imgs) // 32 * 32) < 0.7  # about neighbour_prob of the pairs
-    with pytest.raises(ValueError, match="self_supervised option"):
-        _tiny_cfg("labels", neighbours="pixels")
-
-
-def test_neighbour_features_sources(tiny_data):
-    imgs, labels = tiny_data
-    pixels = train.neighbour_features(imgs, "pixels")
-    both = train.neighbour_features(imgs, "hog_pixels")
-    assert len(pixels) == len(both) == len(imgs) and both.shape[1] == pixels.shape[1] + 64
-    np.testing.assert_allclose(np.linalg.norm(both, axis=1), 1.0, rtol=1e-5)
-    # half of each row is the (unit) pixel part, half the (unit) HOG part
-    np.testing.assert_allclose(np.linalg.norm(both[:, :pixels.shape[1]], axis=1), np.sqrt(0.5), rtol=1e-4)
-    nb = train.mine_neighbours(both, 3)
-    assert (labels[nb] == labels[:, None]).mean() > 0.95
-    with pytest.raises(ValueError, match="source"):
-        train.neighbour_features(imgs, "labels")
-    with pytest.raises(ValueError, match="neighbours"):
-        _tiny_cfg("self_supervised", neighbours="clicks")
+    enc = train.train_encoder(_tiny_cfg(epochs=50, minutes=0.005), imgs, labels, progress=False)
+    # stopped by the 0.3 s budget: at least that much training time, far fewer than 50 epochs
+    assert enc.metadata["train_seconds"] >= 0.3 and enc.metadata["epochs"] < 50
+    cfg = _tiny_cfg(epochs=1, minutes=60)  # here the epochs bind
+    assert train.train_encoder(cfg, imgs, labels, progress=False).metadata["epochs"] == pytest.approx(1.0)
 
 
 def test_training_with_neighbour_positives(tiny_data):
     imgs, labels = tiny_data
-    cfg = _tiny_cfg("self_supervised", epochs=4, projection_dim=16, augment=train.STRONG_AUGMENT,
-                    negatives="both_views", neighbours="pixels", neighbour_k=3)
+    cfg = _tiny_cfg(
+        "self_supervised",
+        epochs=4,
+        projection_dim=16,
+        augment=train.STRONG_AUGMENT,
+        negatives="both_views",
+        neighbours="pixels",
+        neighbour_k=3,
+    )
     enc = train.train_encoder(cfg, imgs, labels, progress=False)
     losses = [h["loss"] for h in enc.metadata["history"]]
     assert np.mean(losses[-2:]) < np.mean(losses[:2])
@@ -284,3 +353,61 @@ def test_training_with_neighbour_positives(tiny_data):
     assert mining["same_class"] > 0.95
     plain = train.train_encoder(_tiny_cfg("self_supervised", epochs=1, projection_dim=16), imgs, labels, progress=False)
     assert plain.metadata["neighbour_mining"] == {}
+
+
+# ---- reuse, configuration, command line -----------------------------------------------------
+
+
+def test_ensure_model_trains_once_then_reuses(tiny_data, tmp_path, monkeypatch):
+    imgs, labels = tiny_data
+    calls = []
+    real_train = train.train_encoder
+
+    def fake_train(cfg, checkpoint=None, progress=True):
+        calls.append(cfg.key())
+        return real_train(cfg, imgs, labels, checkpoint=checkpoint, progress=False)
+
+    monkeypatch.setattr(registry, "train_encoder", fake_train)
+    cfg = _tiny_cfg(epochs=1)
+    p1 = train.ensure_model("labels", "smoke", cfg=cfg, models_dir=tmp_path)
+    assert p1 == tmp_path / "smoke" / "labels.pt" and p1.exists()
+    fp = models.load_encoder(p1).fingerprint
+    assert train.ensure_model("labels", "smoke", cfg=cfg, models_dir=tmp_path) == p1 and len(calls) == 1
+    assert models.load_encoder(p1).fingerprint == fp
+    cfg2 = _tiny_cfg(epochs=2)  # configuration changed → retrain
+    train.ensure_model("labels", "smoke", cfg=cfg2, models_dir=tmp_path)
+    assert len(calls) == 2
+    train.ensure_model("labels", "smoke", cfg=cfg2, force=True, models_dir=tmp_path)
+    assert len(calls) == 3
+    monkeypatch.setenv("VS_MODELS_DIR", str(tmp_path / "elsewhere"))
+    assert train.model_path("labels", "full") == tmp_path / "elsewhere" / "labels.pt"
+    assert (
+        train.model_path("labels", "full", backbone="efficientnet")
+        == tmp_path / "elsewhere" / "efficientnet_finetuned.pt"
+    )
+    with pytest.raises(ValueError, match="positives"):
+        train.model_path("likes")
+    assert train.stored_config_key(tmp_path / "missing.pt") is None
+
+
+def test_config_validation_and_reuse_keys():
+    with pytest.raises(ValueError, match="epochs or minutes"):
+        train.TrainConfig(positives="labels")
+    with pytest.raises(ValueError, match="positives"):
+        train.TrainConfig(positives="stars", epochs=1)
+    assert train.default_config("labels", "smoke").key() != train.default_config("labels", "full").key()
+    a = train.default_config("labels")
+    b = train.default_config("labels")
+    b.checkpoint_seconds = 5  # how often a run saves does not change the model
+    assert a.key() == b.key()
+    b.temperature = 0.2
+    assert a.key() != b.key()
+
+
+def test_cli_arguments():
+    p = argparse.ArgumentParser()
+    train.cli_add_arguments(p)
+    a = p.parse_args(["--positives", "clicks", "--minutes", "2", "--profile", "smoke", "--threads", "1"])
+    assert a.positives == "clicks" and a.minutes == 2 and a.epochs is None and a.threads == 1
+    with pytest.raises(SystemExit):
+        p.parse_args(["--positives", "clicks", "--minutes", "2", "--epochs", "1"])

@@ -1,6 +1,6 @@
 """Offline evaluation: rank a gallery for every query, score each ranked list, aggregate.
 
-The protocol the course uses (``default_protocol``): the 10,000 Fashion-MNIST **test**
+The protocol the course uses (:func:`default_protocol`): the 10,000 Fashion-MNIST **test**
 images are the queries, the 60,000 **training** images the gallery, and an item is
 relevant to a query when it has the same class (binary metrics) or by the documented
 grade table :data:`vs_lib.metrics.FASHION_MNIST_GRADES` (nDCG).  When queries are also in
@@ -18,134 +18,50 @@ Per query and at one cut-off ``k`` the tidy table :attr:`Evaluation.per_query` h
   the gallery) so that a perfect top k scores 1; its mean is mAP@k
 - ``ndcg@k``       graded nDCG@k (linear gain) against the best top k the gallery allows
 
-Exact top-k search is a chunked matrix product in torch (the embeddings are
-L2-normalised, so the inner product is the cosine similarity); 10,000 × 60,000 takes
-seconds, see ``benchmarks/evaluate.py``.
+:meth:`Evaluation.summary` averages them with bootstrap intervals
+(:func:`vs_lib.stats.bootstrap_ci`); :func:`vs_lib.viz.failure_gallery` draws the worst queries.
+
+:func:`ranking_metrics` gives the four figures notebook 03 compares models by (P@1, P@k,
+mAP@k and MAP@R, which ranks each query's whole class), from the same metric functions.
+Every ranking comes from :func:`vs_lib.index.exact.exact_topk`, the library's one exact
+search (embeddings are L2-normalised, so the inner product is the cosine similarity);
+10,000 × 60,000 takes seconds, see ``benchmarks/evaluate.py``.
 """
+
 from __future__ import annotations
 
 import argparse
+import hashlib
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from . import config, metrics
+from .index.exact import exact_topk
+from .protocols import Encoder
+from .stats import bootstrap_ci
+
+if TYPE_CHECKING:
+    from .data import FashionMNIST
 
 CLI_HELP = "offline evaluation of saved encoders on the test set"
 
 METRICS = ("precision", "recall", "hit", "rr", "ap", "ndcg")
 #: how each per-query column is called once averaged over queries
 AGGREGATE_NAMES = {"precision": "P", "recall": "R", "hit": "HitRate", "rr": "MRR", "ap": "mAP", "ndcg": "nDCG"}
+#: the smoke profile's protocol: a seeded sample of test queries and training images
+SMOKE_QUERIES, SMOKE_GALLERY = 500, 6000
 
 
 def metric_columns(k: int) -> list[str]:
+    """Names of the per-query metric columns at cut-off ``k`` (``precision@10``, ...)."""
     return [f"{m}@{k}" for m in METRICS]
-
-
-# ----------------------------------------------------------------------------------------
-# Exact top-k search
-# ----------------------------------------------------------------------------------------
-
-
-def _as_float32_2d(x, name: str) -> np.ndarray:
-    a = np.asarray(x)
-    if a.ndim != 2:
-        raise ValueError(f"{name} must be a (n, d) array of embeddings, got shape {a.shape}")
-    if not np.issubdtype(a.dtype, np.floating):
-        raise ValueError(f"{name} must be floating point embeddings, got {a.dtype}")
-    return np.ascontiguousarray(a, dtype=np.float32)
-
-
-def exact_topk(
-    queries: np.ndarray,
-    gallery: np.ndarray,
-    k: int,
-    query_ids: Sequence[int] | None = None,
-    gallery_ids: Sequence[int] | None = None,
-    chunk_size: int = 1024,
-    progress: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``k`` gallery rows by inner product for every query (exact linear scan).
-
-    ``queries`` ``(q, d)``, ``gallery`` ``(n, d)`` float32 (L2-normalised for cosine).
-    When both id arrays are given, a query whose id is in the gallery never retrieves
-    itself.  Returns ``(scores (q, k) float32, positions (q, k) int64)``: positions are
-    row numbers in ``gallery``, best first.
-    """
-    import torch
-
-    Q = _as_float32_2d(queries, "queries")
-    G = _as_float32_2d(gallery, "gallery")
-    if Q.shape[1] != G.shape[1]:
-        raise ValueError(f"queries have dimension {Q.shape[1]} but the gallery has {G.shape[1]}")
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    self_pos = np.full(len(Q), -1, dtype=np.int64)
-    if query_ids is not None and gallery_ids is not None:
-        qid = np.asarray(query_ids, dtype=np.int64)
-        gid = np.asarray(gallery_ids, dtype=np.int64)
-        if qid.shape != (len(Q),) or gid.shape != (len(G),):
-            raise ValueError(f"query_ids must be ({len(Q)},) and gallery_ids ({len(G)},), got {qid.shape} and {gid.shape}")
-        self_pos = pd.Index(gid).get_indexer(qid).astype(np.int64)
-    k_eff = min(k, len(G) - int((self_pos >= 0).any()))
-    if k_eff < k:
-        raise ValueError(f"k={k} is larger than the {len(G)} gallery items a query can retrieve")
-    scores = np.empty((len(Q), k), dtype=np.float32)
-    positions = np.empty((len(Q), k), dtype=np.int64)
-    Gt = torch.from_numpy(G)
-    starts = range(0, len(Q), chunk_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="exact top-k", unit="chunk")
-    with torch.inference_mode():
-        for s in starts:
-            e = min(s + chunk_size, len(Q))
-            sims = torch.from_numpy(Q[s:e]) @ Gt.T
-            rows = np.flatnonzero(self_pos[s:e] >= 0)
-            if rows.size:
-                sims[torch.from_numpy(rows), torch.from_numpy(self_pos[s:e][rows])] = -float("inf")
-            top = torch.topk(sims, k, dim=1, largest=True, sorted=True)
-            scores[s:e] = top.values.numpy()
-            positions[s:e] = top.indices.numpy()
-    return scores, positions
-
-
-# ----------------------------------------------------------------------------------------
-# Bootstrap
-# ----------------------------------------------------------------------------------------
-
-
-def bootstrap_ci(values, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and percentile bootstrap interval of the mean, resampling rows.
-
-    ``values`` ``(n,)`` or ``(n, m)``; returns ``(mean, low, high)``, each ``()`` or ``(m,)``.
-    Resampling uses multinomial counts, so 10,000 rows × 1,000 resamples is one matrix
-    product.
-    """
-    v = np.asarray(values, dtype=np.float64)
-    squeeze = v.ndim == 1
-    v = v[:, None] if squeeze else v
-    n = v.shape[0]
-    if n == 0:
-        raise ValueError("bootstrap_ci needs at least one value")
-    if not 0 < ci < 1:
-        raise ValueError(f"ci must be in (0, 1), got {ci}")
-    rng = np.random.default_rng(seed)
-    means = np.empty((n_boot, v.shape[1]))
-    for s in range(0, n_boot, 200):
-        e = min(s + 200, n_boot)
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=e - s)
-        means[s:e] = counts @ v / n
-    lo, hi = np.quantile(means, [(1 - ci) / 2, 1 - (1 - ci) / 2], axis=0)
-    mean = v.mean(axis=0)
-    if squeeze:
-        return mean[0], lo[0], hi[0]
-    return mean, lo, hi
 
 
 # ----------------------------------------------------------------------------------------
@@ -163,7 +79,7 @@ class Evaluation:
     result_ids: np.ndarray  # (q, k) int64 gallery ids, best first
     result_labels: np.ndarray  # (q, k) int64
     result_scores: np.ndarray  # (q, k) float32 similarities
-    seconds: dict = field(default_factory=dict)  # timing of the stages
+    seconds: dict[str, float] = field(default_factory=dict)  # timing of the stages
 
     @property
     def metric_columns(self) -> list[str]:
@@ -180,9 +96,10 @@ class Evaluation:
 
     def per_class(self) -> pd.DataFrame:
         """Mean of every metric for the queries of each class (rows sorted by mAP)."""
-        table = self.per_query.groupby("class_name", sort=False, observed=True)[self.metric_columns].mean()
+        groups = self.per_query.groupby("class_name", sort=False, observed=True)
+        table = groups[self.metric_columns].mean()
         table.columns = [f"{AGGREGATE_NAMES[m]}@{self.k}" for m in METRICS]
-        table["queries"] = self.per_query.groupby("class_name", sort=False, observed=True).size()
+        table["queries"] = groups.size()
         return table.sort_values(f"mAP@{self.k}")
 
     def failures(self, n: int = 8, by: str | None = None) -> pd.DataFrame:
@@ -205,15 +122,30 @@ class Evaluation:
         return pd.DataFrame(counts)
 
 
+def _ideal_grades(
+    query_labels: np.ndarray, in_gallery: np.ndarray, class_counts: np.ndarray, grades: np.ndarray, k: int
+) -> np.ndarray:
+    """(q, k) the best k grades the gallery holds for each query (itself left out when inside)."""
+    ideal = np.empty((len(query_labels), k))
+    for c in np.unique(query_labels):
+        for inside in (False, True):
+            rows = (query_labels == c) & (in_gallery == inside)
+            if rows.any():
+                counts = class_counts.copy()
+                counts[c] -= int(inside)
+                ideal[rows] = np.sort(np.repeat(grades[c], counts))[::-1][:k]
+    return ideal
+
+
 def evaluate_embeddings(
     query_embeddings: np.ndarray,
-    query_labels: np.ndarray,
+    query_labels: ArrayLike,
     gallery_embeddings: np.ndarray,
-    gallery_labels: np.ndarray,
+    gallery_labels: ArrayLike,
     *,
     k: int = 10,
-    query_ids: Sequence[int] | None = None,
-    gallery_ids: Sequence[int] | None = None,
+    query_ids: ArrayLike | None = None,
+    gallery_ids: ArrayLike | None = None,
     grades: np.ndarray | None = None,
     class_names: Sequence[str] | None = None,
     name: str = "",
@@ -229,70 +161,91 @@ def evaluate_embeddings(
     """
     grades = metrics.FASHION_MNIST_GRADES if grades is None else np.asarray(grades)
     n_classes = grades.shape[0]
-    class_names = list(class_names or (metrics.FASHION_MNIST_CLASSES if n_classes == 10 else map(str, range(n_classes))))
+    names = list(class_names or (metrics.FASHION_MNIST_CLASSES if n_classes == 10 else map(str, range(n_classes))))
     ql = np.asarray(query_labels, dtype=np.int64)
     gl = np.asarray(gallery_labels, dtype=np.int64)
     if ql.shape != (len(query_embeddings),) or gl.shape != (len(gallery_embeddings),):
-        raise ValueError(f"need one label per embedding: queries {len(query_embeddings)} vs {ql.shape}, "
-                         f"gallery {len(gallery_embeddings)} vs {gl.shape}")
+        raise ValueError(
+            f"need one label per embedding: queries {len(query_embeddings)} vs {ql.shape}, "
+            f"gallery {len(gallery_embeddings)} vs {gl.shape}"
+        )
     given_ids = query_ids is not None and gallery_ids is not None
     qid = np.asarray(query_ids if query_ids is not None else np.arange(len(ql)), dtype=np.int64)
     gid = np.asarray(gallery_ids if gallery_ids is not None else np.arange(len(gl)), dtype=np.int64)
+    if given_ids and (qid.shape != ql.shape or gid.shape != gl.shape):
+        raise ValueError(f"query_ids must be {ql.shape} and gallery_ids {gl.shape}, got {qid.shape} and {gid.shape}")
+    # the gallery row of each query that is itself in the gallery (-1: not there)
+    self_row = pd.Index(gid).get_indexer(qid) if given_ids else np.full(len(ql), -1)
 
     t0 = time.perf_counter()
-    scores, pos = exact_topk(query_embeddings, gallery_embeddings, k,
-                             qid if given_ids else None, gid if given_ids else None, chunk_size, progress)
+    scores, pos = exact_topk(
+        query_embeddings, gallery_embeddings, k, exclude=self_row, chunk=chunk_size, progress=progress
+    )
     t1 = time.perf_counter()
 
     result_labels = gl[pos]
     graded = metrics.graded_relevance(ql, result_labels, grades)
     binary = (result_labels == ql[:, None]).astype(np.int8)
-
-    # what the gallery holds for each query: same-class count and the best k grades
-    in_gallery = pd.Index(gid).get_indexer(qid) >= 0 if given_ids else np.zeros(len(ql), bool)
+    in_gallery = self_row >= 0
     class_counts = np.bincount(gl, minlength=n_classes)
     n_relevant = class_counts[ql] - in_gallery.astype(np.int64)
-    ideal = np.empty((len(ql), k))
-    for c in np.unique(ql):
-        for inside in (False, True):
-            rows = (ql == c) & (in_gallery == inside)
-            if not rows.any():
-                continue
-            counts = class_counts.copy()
-            counts[c] -= int(inside)
-            ideal[rows] = np.sort(np.repeat(grades[c], counts))[::-1][:k]
-
-    per_query = pd.DataFrame({
-        "query_id": qid,
-        "label": ql,
-        "class_name": pd.Categorical([class_names[c] for c in ql], categories=class_names),
-        "n_relevant": n_relevant,
-        f"precision@{k}": metrics.precision_at_k_batch(binary, k),
-        f"recall@{k}": metrics.recall_at_k_batch(binary, k, n_relevant),
-        f"hit@{k}": binary.any(axis=1).astype(np.float64),
-        f"rr@{k}": metrics.reciprocal_rank_batch(binary),
-        f"ap@{k}": metrics.average_precision_batch(binary, np.minimum(n_relevant, k)),
-        f"ndcg@{k}": metrics.ndcg_at_k_batch(graded, k, ideal=ideal),
-    })
-    t2 = time.perf_counter()
-    return Evaluation(name=name, k=k, per_query=per_query, result_ids=gid[pos], result_labels=result_labels,
-                      result_scores=scores, seconds={"search": t1 - t0, "metrics": t2 - t1})
+    ideal = _ideal_grades(ql, in_gallery, class_counts, grades, k)
+    per_query = pd.DataFrame(
+        {
+            "query_id": qid,
+            "label": ql,
+            "class_name": pd.Categorical([names[c] for c in ql], categories=names),
+            "n_relevant": n_relevant,
+            f"precision@{k}": metrics.precision_at_k_batch(binary, k),
+            f"recall@{k}": metrics.recall_at_k_batch(binary, k, n_relevant),
+            f"hit@{k}": binary.any(axis=1).astype(np.float64),
+            f"rr@{k}": metrics.reciprocal_rank_batch(binary),
+            f"ap@{k}": metrics.average_precision_batch(binary, np.minimum(n_relevant, k)),
+            f"ndcg@{k}": metrics.ndcg_at_k_batch(graded, k, ideal=ideal),
+        }
+    )
+    seconds = {"search": t1 - t0, "metrics": time.perf_counter() - t1}
+    return Evaluation(name, k, per_query, gid[pos], result_labels, scores, seconds)
 
 
-def evaluate_encoder(encoder, query_images, query_labels, gallery_images, gallery_labels, *,
-                     batch_size: int = 512, name: str | None = None, cache: bool = False, **kwargs) -> Evaluation:
+def evaluate_encoder(
+    encoder: Encoder,
+    query_images: np.ndarray,
+    query_labels: ArrayLike,
+    gallery_images: np.ndarray,
+    gallery_labels: ArrayLike,
+    *,
+    batch_size: int = 512,
+    name: str | None = None,
+    cache: bool = False,
+    k: int = 10,
+    query_ids: ArrayLike | None = None,
+    gallery_ids: ArrayLike | None = None,
+    class_names: Sequence[str] | None = None,
+    progress: bool = False,
+) -> Evaluation:
     """Embed queries and gallery with ``encoder.embed`` then :func:`evaluate_embeddings`.
 
     ``cache=True`` keeps the embeddings on disk (:func:`cached_embed`).
     """
     t0 = time.perf_counter()
-    embed = (lambda x: cached_embed(encoder, x, batch_size)) if cache else (lambda x: encoder.embed(x, batch_size=batch_size))
-    g = embed(gallery_images)
-    q = embed(query_images)
+    if cache:
+        g, q = cached_embed(encoder, gallery_images, batch_size), cached_embed(encoder, query_images, batch_size)
+    else:
+        g, q = encoder.embed(gallery_images, batch_size=batch_size), encoder.embed(query_images, batch_size=batch_size)
     t1 = time.perf_counter()
-    if name is None:
-        name = getattr(encoder, "name", None) or getattr(encoder, "metadata", {}).get("name", type(encoder).__name__)
-    ev = evaluate_embeddings(q, query_labels, g, gallery_labels, name=name, **kwargs)
+    ev = evaluate_embeddings(
+        q,
+        query_labels,
+        g,
+        gallery_labels,
+        k=k,
+        query_ids=query_ids,
+        gallery_ids=gallery_ids,
+        class_names=class_names,
+        name=encoder.name if name is None else name,
+        progress=progress,
+    )
     ev.seconds["embed"] = t1 - t0
     return ev
 
@@ -302,37 +255,116 @@ def embeddings_cache_dir() -> Path:
     return config.data_dir() / "embeddings"
 
 
-def cached_embed(encoder, images: np.ndarray, batch_size: int = 512, progress: bool = False) -> np.ndarray:
+def cached_embed(encoder: Encoder, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """``encoder.embed(images)``, kept on disk under the encoder's fingerprint and the images' hash.
 
     Notebooks 05, 06 and 07 embed the same corpus with the same encoders; the first pays,
     the others read a ``.npy``.  A changed model or image set changes the key, so a stale
     file is never read.  Written atomically.
     """
-    import hashlib
-
     arr = np.ascontiguousarray(images)
     h = hashlib.sha256(arr.tobytes())
     h.update(str((arr.shape, arr.dtype.str)).encode())
-    fingerprint = getattr(encoder, "fingerprint", None)
-    if not fingerprint:
-        return encoder.embed(arr, batch_size=batch_size)
-    path = embeddings_cache_dir() / f"{fingerprint}-{h.hexdigest()[:16]}.npy"
+    path = embeddings_cache_dir() / f"{encoder.fingerprint}-{h.hexdigest()[:16]}.npy"
     if path.exists():
         try:
             out = np.load(path)
-            if out.shape[0] == len(arr):
+            if out.shape == (len(arr), encoder.dim):
                 return out
         except (OSError, ValueError):
             pass  # unreadable: recompute and overwrite
-    try:
-        out = encoder.embed(arr, batch_size=batch_size, progress=progress)
-    except TypeError:  # an encoder without a progress option
-        out = encoder.embed(arr, batch_size=batch_size)
-    with config.atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, out)
+    out = encoder.embed(arr, batch_size=batch_size)
+    with config.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, out)
     return out
+
+
+# ----------------------------------------------------------------------------------------
+# The four figures of the model comparison (notebook 03, benchmarks/quality.py)
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RankingMetrics:
+    """Means over queries, same class = relevant, exact cosine search.
+
+    ``precision_at_1``: share of queries whose best result has their class;
+    ``precision_at_k``, ``map_at_k``: P@k and mAP@k as in :class:`Evaluation`;
+    ``map_at_r``: MAP@R, with R = the query's same-class items in the gallery.
+    """
+
+    k: int
+    precision_at_1: float
+    precision_at_k: float
+    map_at_k: float
+    map_at_r: float
+
+    def as_row(self) -> dict[str, float]:
+        """The figures under their table names: ``P@1``, ``P@k``, ``mAP@k``, ``MAP@R``."""
+        k = self.k
+        return {
+            "P@1": self.precision_at_1,
+            f"P@{k}": self.precision_at_k,
+            f"mAP@{k}": self.map_at_k,
+            "MAP@R": self.map_at_r,
+        }
+
+
+def ranking_metrics(
+    query_embeddings: np.ndarray,
+    query_labels: ArrayLike,
+    gallery_embeddings: np.ndarray,
+    gallery_labels: ArrayLike,
+    k: int = 10,
+    chunk: int = 500,
+) -> RankingMetrics:
+    """P@1, P@k, mAP@k and MAP@R of every query against the gallery (disjoint sets).
+
+    Embeddings ``(q, d)`` / ``(n, d)`` float32 L2-normalised, labels int class ids.  Each
+    chunk of queries ranks the top ``max(k, R)`` results (R up to 6,000 here), scores
+    them with :mod:`vs_lib.metrics`, and is dropped.
+    """
+    ql = np.asarray(query_labels, dtype=np.int64)
+    gl = np.asarray(gallery_labels, dtype=np.int64)
+    if ql.shape != (len(query_embeddings),) or gl.shape != (len(gallery_embeddings),):
+        raise ValueError("need one label per query embedding and one per gallery embedding")
+    n_relevant = np.bincount(gl, minlength=int(max(gl.max(), ql.max())) + 1)[ql]
+    depth = int(min(len(gl), max(k, n_relevant.max())))
+    totals = np.zeros(4)
+    for s in range(0, len(ql), chunk):
+        _, pos = exact_topk(query_embeddings[s : s + chunk], gallery_embeddings, depth)
+        relevant = gl[pos] == ql[s : s + chunk, None]
+        r = n_relevant[s : s + chunk]
+        totals += [
+            metrics.precision_at_k_batch(relevant, 1).sum(),
+            metrics.precision_at_k_batch(relevant, k).sum(),
+            metrics.average_precision_batch(relevant[:, :k], np.minimum(r, k)).sum(),
+            metrics.average_precision_at_r_batch(relevant, r).sum(),
+        ]
+    p1, pk, map_k, map_r = (float(t) / len(ql) for t in totals)
+    return RankingMetrics(k, p1, pk, map_k, map_r)
+
+
+@dataclass(frozen=True)
+class ProtocolMetrics(RankingMetrics):
+    """:class:`RankingMetrics` on the course protocol, plus the encoder's size and speed."""
+
+    dim: int = 0
+    embed_images_per_second: float = float("nan")
+
+
+def protocol_metrics(encoder: Encoder, protocol: EvaluationProtocol | None = None, k: int = 10) -> ProtocolMetrics:
+    """Embed the protocol's gallery and queries (timed) and score them (:func:`ranking_metrics`).
+
+    ``protocol`` defaults to the full one: 10,000 test queries, 60,000 training images.
+    """
+    proto = protocol if protocol is not None else default_protocol()
+    t0 = time.perf_counter()
+    gallery = encoder.embed(proto.gallery_images)
+    queries = encoder.embed(proto.query_images)
+    speed = (len(gallery) + len(queries)) / max(time.perf_counter() - t0, 1e-9)
+    m = ranking_metrics(queries, proto.query_labels, gallery, proto.gallery_labels, k=k)
+    return ProtocolMetrics(m.k, m.precision_at_1, m.precision_at_k, m.map_at_k, m.map_at_r, gallery.shape[1], speed)
 
 
 # ----------------------------------------------------------------------------------------
@@ -340,26 +372,37 @@ def cached_embed(encoder, images: np.ndarray, batch_size: int = 512, progress: b
 # ----------------------------------------------------------------------------------------
 
 
-def compare(evaluations: Sequence[Evaluation] | Mapping[str, Evaluation], n_boot: int = 1000,
-            ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
+def compare(
+    evaluations: Sequence[Evaluation] | Mapping[str, Evaluation], n_boot: int = 1000, ci: float = 0.95, seed: int = 0
+) -> pd.DataFrame:
     """One row per system: every aggregated metric with its bootstrap interval.
 
     Columns are a MultiIndex ``(metric, mean|low|high)``; ``table.xs("mean", axis=1,
     level=1)`` gives the plain means.
     """
     items = evaluations.items() if isinstance(evaluations, Mapping) else [(e.name, e) for e in evaluations]
-    rows = {}
-    for name, ev in items:
-        s = ev.summary(n_boot, ci, seed)
-        rows[name] = s.stack()
+    rows = {name: ev.summary(n_boot, ci, seed).stack() for name, ev in items}
     table = pd.DataFrame(rows).T
     table.columns = pd.MultiIndex.from_tuples(table.columns, names=["metric", "stat"])
     table.index.name = "system"
     return table
 
 
-def paired_difference(a: Evaluation, b: Evaluation, metric: str = "ap", n_boot: int = 1000,
-                      ci: float = 0.95, seed: int = 0) -> dict:
+@dataclass(frozen=True)
+class PairedDifference:
+    """Mean of ``b − a`` for one per-query metric, with its bootstrap interval ``[low, high]``."""
+
+    metric: str
+    a: str
+    b: str
+    difference: float
+    low: float
+    high: float
+
+
+def paired_difference(
+    a: Evaluation, b: Evaluation, metric: str = "ap", n_boot: int = 1000, ci: float = 0.95, seed: int = 0
+) -> PairedDifference:
     """Mean of ``b − a`` for one per-query metric on the same queries, with a bootstrap interval.
 
     Pairing by query removes the query-difficulty variance both systems share, so the
@@ -371,30 +414,16 @@ def paired_difference(a: Evaluation, b: Evaluation, metric: str = "ap", n_boot: 
         raise ValueError("paired_difference needs both evaluations on the same queries in the same order")
     diff = b.per_query[col_b].to_numpy() - a.per_query[col_a].to_numpy()
     mean, lo, hi = bootstrap_ci(diff, n_boot, ci, seed)
-    return {"metric": col_b, "a": a.name, "b": b.name, "difference": float(mean), "low": float(lo), "high": float(hi)}
-
-
-def plot_failures(ev: Evaluation, images_by_id, n: int = 6, by: str | None = None, class_names=None):
-    """The failure gallery: the worst queries, each followed by its top k (green = same class)."""
-    from . import viz
-
-    names = list(class_names or metrics.FASHION_MNIST_CLASSES)
-    worst = ev.failures(n, by)
-    q_imgs = [images_by_id[int(i)] for i in worst["query_id"]]
-    res_imgs = [[images_by_id[int(i)] for i in ids] for ids in worst["result_ids"]]
-    rel = [[lab == q for lab in labs] for q, labs in zip(worst["label"], worst["result_labels"])]
-    row_titles = [f"{names[q]}\nAP {a:.2f}" for q, a in zip(worst["label"], worst[by or f"ap@{ev.k}"])]
-    res_titles = [[names[lab][:9] for lab in labs] for labs in worst["result_labels"]]
-    return viz.ranked_rows(q_imgs, res_imgs, relevant=rel, row_titles=row_titles, result_titles=res_titles)
+    return PairedDifference(col_b, a.name, b.name, float(mean), float(lo), float(hi))
 
 
 # ----------------------------------------------------------------------------------------
-# The course protocol and the command line
+# The course protocol
 # ----------------------------------------------------------------------------------------
 
 
 @dataclass
-class Protocol:
+class EvaluationProtocol:
     """Queries and gallery with their ids and labels (images uint8 ``(n, 28, 28)``)."""
 
     query_images: np.ndarray
@@ -403,11 +432,12 @@ class Protocol:
     gallery_images: np.ndarray
     gallery_labels: np.ndarray
     gallery_ids: np.ndarray
-    class_names: list
+    class_names: list[str]
 
 
-def default_protocol(dataset=None, n_queries: int | None = None, n_gallery: int | None = None,
-                     seed: int = 0) -> Protocol:
+def default_protocol(
+    dataset: FashionMNIST | None = None, n_queries: int | None = None, n_gallery: int | None = None, seed: int = 0
+) -> EvaluationProtocol:
     """Test images as queries, training images as gallery (optionally seeded subsamples)."""
     if dataset is None:
         from . import data
@@ -421,9 +451,27 @@ def default_protocol(dataset=None, n_queries: int | None = None, n_gallery: int 
     if n_gallery is not None and n_gallery < len(g_idx):
         g_idx = np.sort(rng.choice(g_idx, n_gallery, replace=False))
     n_train = len(dataset.train_images)
-    return Protocol(dataset.test_images[q_idx], np.asarray(dataset.test_labels)[q_idx], q_idx + n_train,
-                    dataset.train_images[g_idx], np.asarray(dataset.train_labels)[g_idx], g_idx,
-                    list(dataset.class_names))
+    test_labels, train_labels = np.asarray(dataset.test_labels), np.asarray(dataset.train_labels)
+    return EvaluationProtocol(
+        dataset.test_images[q_idx],
+        test_labels[q_idx],
+        q_idx + n_train,
+        dataset.train_images[g_idx],
+        train_labels[g_idx],
+        g_idx,
+        list(dataset.class_names),
+    )
+
+
+def profile_protocol(profile: str, dataset: FashionMNIST | None = None, seed: int = 0) -> EvaluationProtocol:
+    """The protocol of a profile: full = every test and training image; smoke = a seeded sample
+    (:data:`SMOKE_QUERIES` test queries, :data:`SMOKE_GALLERY` training images).  Notebooks 03
+    and 06 both use it, so they report the same figures for the same model."""
+    if profile not in config.PROFILES:
+        raise ValueError(f"profile must be one of {config.PROFILES}, got {profile!r}")
+    if profile == "full":
+        return default_protocol(dataset, seed=seed)
+    return default_protocol(dataset, n_queries=SMOKE_QUERIES, n_gallery=SMOKE_GALLERY, seed=seed)
 
 
 def saved_models(models_dir: str | Path | None = None) -> dict[str, Path]:
@@ -432,32 +480,64 @@ def saved_models(models_dir: str | Path | None = None) -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.glob("*.pt"))} if folder.is_dir() else {}
 
 
-def evaluate_systems(protocol: Protocol, encoders: Mapping[str, object], k: int = 10,
-                     progress: bool = False, cache: bool = False) -> dict[str, Evaluation]:
+def evaluate_systems(
+    protocol: EvaluationProtocol,
+    encoders: Mapping[str, Encoder],
+    k: int = 10,
+    progress: bool = False,
+    cache: bool = False,
+) -> dict[str, Evaluation]:
     """:func:`evaluate_encoder` for each named encoder on one protocol."""
-    out = {}
-    for name, enc in encoders.items():
-        out[name] = evaluate_encoder(enc, protocol.query_images, protocol.query_labels, protocol.gallery_images,
-                                     protocol.gallery_labels, name=name, k=k, query_ids=protocol.query_ids,
-                                     gallery_ids=protocol.gallery_ids, class_names=protocol.class_names,
-                                     progress=progress, cache=cache)
-    return out
+    p = protocol
+    return {
+        name: evaluate_encoder(
+            enc,
+            p.query_images,
+            p.query_labels,
+            p.gallery_images,
+            p.gallery_labels,
+            name=name,
+            k=k,
+            query_ids=p.query_ids,
+            gallery_ids=p.gallery_ids,
+            class_names=p.class_names,
+            progress=progress,
+            cache=cache,
+        )
+        for name, enc in encoders.items()
+    }
 
 
 def format_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """``compare`` output as readable strings ``mean [low, high]``."""
-    metrics_ = table.columns.get_level_values(0).unique()
-    return pd.DataFrame({
-        m: [f"{r[(m, 'mean')]:.{digits}f} [{r[(m, 'low')]:.{digits}f}, {r[(m, 'high')]:.{digits}f}]"
-            for _, r in table.iterrows()] for m in metrics_
-    }, index=table.index)
+    names = table.columns.get_level_values(0).unique()
+    d = digits
+    cells = {
+        m: [f"{r[(m, 'mean')]:.{d}f} [{r[(m, 'low')]:.{d}f}, {r[(m, 'high')]:.{d}f}]" for _, r in table.iterrows()]
+        for m in names
+    }
+    return pd.DataFrame(cells, index=table.index)
+
+
+# ----------------------------------------------------------------------------------------
+# The command line
+# ----------------------------------------------------------------------------------------
 
 
 def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", nargs="*", type=Path, default=None,
-                        help="encoder files to evaluate (default: every *.pt in the models folder)")
-    parser.add_argument("--baselines", nargs="*", default=["pixels"],
-                        help="baseline encoders to include (pixels, pca, untrained, efficientnet)")
+    parser.add_argument(
+        "--models",
+        nargs="*",
+        type=Path,
+        default=None,
+        help="encoder files to evaluate (default: every *.pt in the models folder)",
+    )
+    parser.add_argument(
+        "--baselines",
+        nargs="*",
+        default=["pixels"],
+        help="baseline encoders to include (pixels, pca, untrained, efficientnet)",
+    )
     parser.add_argument("-k", "--k", type=int, default=10, help="cut-off of every metric (default 10)")
     parser.add_argument("--queries", type=int, default=None, help="subsample this many test queries (default all)")
     parser.add_argument("--seed", type=int, default=0)
@@ -465,7 +545,7 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the comparison table as JSON here")
 
 
-def cli_main(args) -> int:
+def cli_main(args: argparse.Namespace) -> int:
     from . import data, models
 
     ds = data.load_fashion_mnist()
@@ -474,7 +554,7 @@ def cli_main(args) -> int:
     missing = [str(p) for p in paths.values() if not Path(p).exists()]
     if missing:
         raise FileNotFoundError(f"no encoder file at {', '.join(missing)}")
-    encoders = {}
+    encoders: dict[str, Encoder] = {}
     for name in args.baselines:
         encoders[f"baseline:{name}"] = models.baseline_encoder(name, train_images=ds.train_images)
     for name, path in paths.items():
@@ -482,7 +562,9 @@ def cli_main(args) -> int:
     if not encoders:
         print(f"nothing to evaluate: no *.pt in {config.models_dir()} and no baselines asked for")
         return 1
-    print(f"queries: {len(proto.query_ids):,} test images; gallery: {len(proto.gallery_ids):,} training images; k={args.k}")
+    print(
+        f"queries: {len(proto.query_ids):,} test images; gallery: {len(proto.gallery_ids):,} training images; k={args.k}"
+    )
     evals = evaluate_systems(proto, encoders, k=args.k, progress=True)
     table = compare(evals, seed=args.seed)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
@@ -490,8 +572,9 @@ def cli_main(args) -> int:
         if args.per_class:
             print(pd.DataFrame({n: e.per_class()[f"mAP@{args.k}"] for n, e in evals.items()}).round(3))
     if args.json:
-        out = {name: {m: {s: float(table.loc[name, (m, s)]) for s in ("mean", "low", "high")}
-                      for m in table.columns.get_level_values(0).unique()} for name in table.index}
+        stats = ("mean", "low", "high")
+        names = table.columns.get_level_values(0).unique()
+        out = {sys: {m: {s: float(table.loc[sys, (m, s)]) for s in stats} for m in names} for sys in table.index}
         config.write_json_atomic(args.json, out)
         print(f"wrote {args.json}")
     return 0

@@ -1,6 +1,6 @@
 """Feature engineering: from any image to the tensor the model reads.
 
-The steps of SPEC.md, in order, each a ``torchvision.transforms.v2`` transform so they
+The steps, in order, each a ``torchvision.transforms.v2`` transform so they
 compose and run on whole batches:
 
 1. consistent colour mode: every PIL mode (``1, L, P, RGB, RGBA, LA, CMYK, I;16, I, F``)
@@ -22,22 +22,29 @@ batches of preprocessed tensors at once (one affine warp per image via ``affine_
 which is what lets a small CNN train at thousands of images per second on two cores.
 
 Hand-crafted features: :func:`hog_features`, histograms of oriented gradients (edge
-directions per small cell), a classic descriptor of shape.
+directions per small cell), a classic descriptor of shape; :func:`fit_pca`, the principal
+components of a set of feature vectors (the one PCA of the library).
 
 Helpers for the notebook: :func:`show_matrix` draws an image as the matrix of its values,
 :func:`show_histogram` the distribution of its values.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import v2
+
+from .protocols import ImageBatch
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 PIL_MODES = ("1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "I;16", "I", "F")
 
@@ -80,7 +87,7 @@ def to_mode(image: Image.Image, mode: str = "L") -> Image.Image:
     return image
 
 
-def to_uint8_batch(images: Any, mode: str = "L") -> list[np.ndarray] | np.ndarray:
+def to_uint8_batch(images: ImageBatch, mode: str = "L") -> list[np.ndarray] | np.ndarray:
     """Any accepted input → uint8 ``(n, H, W, C)`` array (or a list of them when sizes differ).
 
     Accepts a uint8 array ``(n, H, W)`` / ``(n, H, W, C)`` with C in {1, 3, 4}, or a list /
@@ -153,17 +160,20 @@ class Preprocess:
     mean: tuple[float, ...] = (0.2860,)
     std: tuple[float, ...] = (0.3530,)
     antialias: bool = True
-    _compose: Any = field(default=None, repr=False, compare=False)
+    _compose: v2.Compose | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.size = tuple(int(s) for s in self.size)
+        h, w = (int(s) for s in self.size)
+        self.size = (h, w)
         self.mean = tuple(float(m) for m in np.atleast_1d(self.mean))
         self.std = tuple(float(s) for s in np.atleast_1d(self.std))
         channels = 1 if self.mode == "L" else 3
         if len(self.mean) == 1 and channels == 3:
             self.mean, self.std = self.mean * 3, self.std * 3
         if self.mode not in ("L", "RGB") or len(self.mean) != channels or len(self.std) != channels:
-            raise ValueError(f"Preprocess: mode must be L or RGB with one mean/std per channel, got {self.mode} {self.mean} {self.std}")
+            raise ValueError(
+                f"Preprocess: mode must be L or RGB with one mean/std per channel, got {self.mode} {self.mean} {self.std}"
+            )
 
     @property
     def channels(self) -> int:
@@ -183,7 +193,7 @@ class Preprocess:
             self._compose = v2.Compose(list(self.steps().values()))
         return self._compose
 
-    def __call__(self, images: Any) -> torch.Tensor:
+    def __call__(self, images: ImageBatch) -> torch.Tensor:
         """Images → float32 tensor ``(n, C, H, W)``, z-scored."""
         batch = to_uint8_batch(images, self.mode)
         if isinstance(batch, list):  # mixed sizes: resize one by one
@@ -203,9 +213,14 @@ class Preprocess:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Preprocess":
-        return cls(size=tuple(d["size"]), mode=d["mode"], mean=tuple(d["mean"]), std=tuple(d["std"]),
-                   antialias=d.get("antialias", True))
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
+        return cls(
+            size=tuple(d["size"]),
+            mode=d["mode"],
+            mean=tuple(d["mean"]),
+            std=tuple(d["std"]),
+            antialias=d.get("antialias", True),
+        )
 
     def invert(self, x: torch.Tensor) -> np.ndarray:
         """Undo the z-score: tensor (n, C, H, W) → uint8 (n, H, W) or (n, H, W, 3) for display."""
@@ -243,28 +258,32 @@ class BatchAugment:
     fill: float = 0.0
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        n = x.shape[0]
-        if n == 0:
+        """Views of ``x`` (n, C, H, W): affine warp, then exposure jitter, then erasing.
+
+        ``generator`` makes the views reproducible (the same generator state, the same views).
+        """
+        if x.shape[0] == 0:
             return x
-        g = generator
+        out = self._warp(x, generator)
+        out = self._jitter(out, generator)
+        return self._erase(out, generator)
 
-        def rand(*shape):
-            return torch.rand(*shape, generator=g)
-
-        # --- affine: crop (scale + aspect), flip, rotation, translation
+    def _warp(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+        """One random affine map per image: crop (scale + aspect), flip, rotation, translation."""
+        n = x.shape[0]
         lo, hi = self.crop_scale
-        area = lo + (hi - lo) * rand(n)
-        log_r = math.log(self.ratio[0]) + (math.log(self.ratio[1]) - math.log(self.ratio[0])) * rand(n)
-        r = torch.exp(log_r)
+        area = lo + (hi - lo) * torch.rand(n, generator=g)
+        log_lo, log_hi = math.log(self.ratio[0]), math.log(self.ratio[1])
+        r = torch.exp(log_lo + (log_hi - log_lo) * torch.rand(n, generator=g))
         sx = torch.sqrt(area * r).clamp(max=1.0)  # crop width as a fraction of the image
         sy = torch.sqrt(area / r).clamp(max=1.0)
-        cx = (1 - sx) * (2 * rand(n) - 1)  # crop centre, keeps the crop inside the image
-        cy = (1 - sy) * (2 * rand(n) - 1)
+        cx = (1 - sx) * (2 * torch.rand(n, generator=g) - 1)  # crop centre, keeps the crop inside the image
+        cy = (1 - sy) * (2 * torch.rand(n, generator=g) - 1)
         if self.translate:
-            cx = cx + self.translate * 2 * (2 * rand(n) - 1)
-            cy = cy + self.translate * 2 * (2 * rand(n) - 1)
-        angle = torch.deg2rad(self.rotate * (2 * rand(n) - 1))
-        flip = torch.where(rand(n) < self.flip, -1.0, 1.0)
+            cx = cx + self.translate * 2 * (2 * torch.rand(n, generator=g) - 1)
+            cy = cy + self.translate * 2 * (2 * torch.rand(n, generator=g) - 1)
+        angle = torch.deg2rad(self.rotate * (2 * torch.rand(n, generator=g) - 1))
+        flip = torch.where(torch.rand(n, generator=g) < self.flip, -1.0, 1.0)
         cos, sin = torch.cos(angle), torch.sin(angle)
         theta = torch.zeros(n, 2, 3)
         theta[:, 0, 0] = cos * sx * flip
@@ -274,40 +293,56 @@ class BatchAugment:
         theta[:, 0, 2] = cx
         theta[:, 1, 2] = cy
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        out = F.grid_sample(x - self.fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + self.fill
+        warped = F.grid_sample(x - self.fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return warped + self.fill
 
-        # --- brightness / contrast
+    def _jitter(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+        """Contrast (scaled around each image's mean), then brightness (an offset), in z-score units."""
+        n = x.shape[0]
         if self.contrast:
-            c = 1 + self.contrast * (2 * rand(n, 1, 1, 1) - 1)
-            mean = out.mean(dim=(1, 2, 3), keepdim=True)
-            out = (out - mean) * c + mean
+            c = 1 + self.contrast * (2 * torch.rand(n, 1, 1, 1, generator=g) - 1)
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            x = (x - mean) * c + mean
         if self.brightness:
-            out = out + self.brightness * (2 * rand(n, 1, 1, 1) - 1)
+            x = x + self.brightness * (2 * torch.rand(n, 1, 1, 1, generator=g) - 1)
+        return x
 
-        # --- random erasing: one rectangle per selected image, filled with background
-        if self.erase:
-            H, W = x.shape[-2:]
-            a = self.erase_scale[0] + (self.erase_scale[1] - self.erase_scale[0]) * rand(n)
-            asp = torch.exp(math.log(0.3) + (math.log(3.3) - math.log(0.3)) * rand(n))
-            eh = (torch.sqrt(a * asp) * H).clamp(1, H)
-            ew = (torch.sqrt(a / asp) * W).clamp(1, W)
-            y0 = rand(n) * (H - eh)
-            x0 = rand(n) * (W - ew)
-            ys = torch.arange(H).view(1, H, 1)
-            xs = torch.arange(W).view(1, 1, W)
-            box = ((ys >= y0.view(-1, 1, 1)) & (ys < (y0 + eh).view(-1, 1, 1))
-                   & (xs >= x0.view(-1, 1, 1)) & (xs < (x0 + ew).view(-1, 1, 1)))
-            box = box & (rand(n) < self.erase).view(-1, 1, 1)
-            out = torch.where(box[:, None], torch.full_like(out, self.fill), out)
-        return out
+    def _erase(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+        """One rectangle per selected image (probability ``erase``) filled with the background."""
+        if not self.erase:
+            return x
+        n, (H, W) = x.shape[0], x.shape[-2:]
+        a = self.erase_scale[0] + (self.erase_scale[1] - self.erase_scale[0]) * torch.rand(n, generator=g)
+        asp = torch.exp(math.log(0.3) + (math.log(3.3) - math.log(0.3)) * torch.rand(n, generator=g))
+        eh = (torch.sqrt(a * asp) * H).clamp(1, H)
+        ew = (torch.sqrt(a / asp) * W).clamp(1, W)
+        y0 = (torch.rand(n, generator=g) * (H - eh)).view(-1, 1, 1)
+        x0 = (torch.rand(n, generator=g) * (W - ew)).view(-1, 1, 1)
+        ys = torch.arange(H).view(1, H, 1)
+        xs = torch.arange(W).view(1, 1, W)
+        box = (ys >= y0) & (ys < y0 + eh.view(-1, 1, 1)) & (xs >= x0) & (xs < x0 + ew.view(-1, 1, 1))
+        box = box & (torch.rand(n, generator=g) < self.erase).view(-1, 1, 1)
+        return torch.where(box[:, None], torch.full_like(x, self.fill), x)
 
-    def only(self, name: str) -> "BatchAugment":
+    def only(self, name: str) -> BatchAugment:
         """A copy with every augmentation off except ``name`` (for showing each alone)."""
-        off = dict(crop_scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=0.0, rotate=0.0, translate=0.0,
-                   brightness=0.0, contrast=0.0, erase=0.0)
+        off = dict(
+            crop_scale=(1.0, 1.0),
+            ratio=(1.0, 1.0),
+            flip=0.0,
+            rotate=0.0,
+            translate=0.0,
+            brightness=0.0,
+            contrast=0.0,
+            erase=0.0,
+        )
         keep = {
-            "crop": ("crop_scale", "ratio"), "flip": ("flip",), "rotate": ("rotate",),
-            "translate": ("translate",), "brightness": ("brightness",), "contrast": ("contrast",),
+            "crop": ("crop_scale", "ratio"),
+            "flip": ("flip",),
+            "rotate": ("rotate",),
+            "translate": ("translate",),
+            "brightness": ("brightness",),
+            "contrast": ("contrast",),
             "erase": ("erase", "erase_scale"),
         }
         if name not in keep:
@@ -351,7 +386,7 @@ def hog_features(images: np.ndarray, cell: int = 4, orientations: int = 9, chunk
     eps2 = 1e-10
     with torch.inference_mode():
         for s in range(0, n, chunk):
-            x = torch.tensor(a[s:s + chunk], dtype=torch.float64)
+            x = torch.tensor(a[s : s + chunk], dtype=torch.float64)
             g_row, g_col = torch.zeros_like(x), torch.zeros_like(x)
             g_row[:, 1:-1, :] = x[:, 2:, :] - x[:, :-2, :]
             g_col[:, :, 1:-1] = x[:, :, 2:] - x[:, :, :-2]
@@ -359,22 +394,69 @@ def hog_features(images: np.ndarray, cell: int = 4, orientations: int = 9, chunk
             bins = torch.clamp(torch.floor(angle / (180.0 / orientations)).long(), 0, orientations - 1)
             votes = torch.zeros(*x.shape, orientations, dtype=torch.float64)
             votes.scatter_(3, bins.unsqueeze(3), torch.hypot(g_row, g_col).unsqueeze(3))
-            cells = votes[:, :ch * cell, :cw * cell].reshape(len(x), ch, cell, cw, cell, orientations)
+            cells = votes[:, : ch * cell, : cw * cell].reshape(len(x), ch, cell, cw, cell, orientations)
             cells = cells.sum((2, 4)) / (cell * cell)
             # blocks of 2 x 2 cells, laid out (block row, block col, cell row, cell col, bin) like scikit-image
-            blocks = torch.stack([torch.stack([cells[:, r:r + ch - 1, c:c + cw - 1] for c in (0, 1)], 3)
-                                  for r in (0, 1)], 3).reshape(len(x), ch - 1, cw - 1, -1)
-            blocks = blocks / torch.sqrt((blocks ** 2).sum(-1, keepdim=True) + eps2)
+            blocks = torch.stack(
+                [torch.stack([cells[:, r : r + ch - 1, c : c + cw - 1] for c in (0, 1)], 3) for r in (0, 1)], 3
+            ).reshape(len(x), ch - 1, cw - 1, -1)
+            blocks = blocks / torch.sqrt((blocks**2).sum(-1, keepdim=True) + eps2)
             blocks = torch.clamp(blocks, max=0.2)
-            blocks = blocks / torch.sqrt((blocks ** 2).sum(-1, keepdim=True) + eps2)
-            out[s:s + len(x)] = blocks.reshape(len(x), -1).numpy()
+            blocks = blocks / torch.sqrt((blocks**2).sum(-1, keepdim=True) + eps2)
+            out[s : s + len(x)] = blocks.reshape(len(x), -1).numpy()
     out /= np.linalg.norm(out, axis=1, keepdims=True) + 1e-12
     return out
 
 
+# --------------------------------------------------------------------------- principal components
+@dataclass(frozen=True)
+class PCAFit:
+    """Principal axes of a set of rows, by decreasing variance.
+
+    ``mean`` (d,) float32; ``components`` (dim, d) float32, one unit-length axis per row;
+    ``explained_variance_ratio`` (dim,): the share of the total variance along each axis.
+    """
+
+    mean: np.ndarray
+    components: np.ndarray
+    explained_variance_ratio: np.ndarray
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """(n, d) rows → (n, dim) float32 coordinates on the principal axes."""
+        centred = np.asarray(x, dtype=np.float32) - self.mean
+        return np.asarray(centred @ self.components.T, dtype=np.float32)
+
+
+def fit_pca(x: np.ndarray, dim: int) -> PCAFit:
+    """The top ``dim`` principal components of the rows of ``x`` (n, d).
+
+    scikit-learn's PCA with the exact covariance solver (an eigendecomposition of the
+    d x d covariance matrix, cheap when d is a few hundred or thousand); every PCA of the
+    library goes through here: the PCA baseline encoder and the label-free features whose
+    neighbours become self-supervised positives.
+    """
+    from sklearn.decomposition import PCA
+
+    a = np.asarray(x, dtype=np.float32)
+    if a.ndim != 2 or not 1 <= dim <= min(a.shape):
+        raise ValueError(f"fit_pca needs (n, d) rows and 1 <= dim <= min(n, d), got shape {a.shape} and dim={dim}")
+    pca = PCA(n_components=int(dim), svd_solver="covariance_eigh").fit(a)
+    return PCAFit(
+        mean=pca.mean_.astype(np.float32),
+        components=pca.components_.astype(np.float32),
+        explained_variance_ratio=pca.explained_variance_ratio_.astype(np.float64),
+    )
+
+
 # --------------------------------------------------------------------------- pictures
-def show_matrix(image: np.ndarray, ax=None, fmt: str | None = None, fontsize: float | None = None,
-                cmap: str = "gray", title: str | None = None):
+def show_matrix(
+    image: np.ndarray,
+    ax: Axes | None = None,
+    fmt: str | None = None,
+    fontsize: float | None = None,
+    cmap: str = "gray",
+    title: str | None = None,
+) -> Axes:
     """Draw a 2-D image as the matrix of its values: every pixel a cell with its number.
 
     ``image``: (H, W) array (uint8 or float).  Best for small crops (≤ 28 x 28).  Text
@@ -396,15 +478,28 @@ def show_matrix(image: np.ndarray, ax=None, fmt: str | None = None, fontsize: fl
     mid = (vmin + vmax) / 2
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
-            ax.text(j, i, fmt.format(a[i, j]), ha="center", va="center", fontsize=fontsize,
-                    color="black" if a[i, j] > mid else "white")
+            ax.text(
+                j,
+                i,
+                fmt.format(a[i, j]),
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                color="black" if a[i, j] > mid else "white",
+            )
     ax.set_xticks([]), ax.set_yticks([])
     if title:
         ax.set_title(title, fontsize=9)
     return ax
 
 
-def show_histogram(values: np.ndarray, ax=None, bins: int = 50, title: str | None = None, color: str = "C0"):
+def show_histogram(
+    values: np.ndarray | torch.Tensor,
+    ax: Axes | None = None,
+    bins: int = 50,
+    title: str | None = None,
+    color: str = "C0",
+) -> Axes:
     """Histogram of an image's (or a batch's) values, with mean and std in the title."""
     import matplotlib.pyplot as plt
 

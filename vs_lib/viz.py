@@ -3,20 +3,28 @@
 ``save_fig(fig, "name", topic="01_data_engineering")`` writes
 ``figures/01_data_engineering/name.png`` at a fixed dpi; ``save_results`` writes the
 notebook's key figures as ``figures/<topic>/results.json`` for the notebook tests.
+:func:`failure_gallery` draws the worst queries of an offline evaluation.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import config
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .evaluate import Evaluation
+
 DPI = 110
 
 
-def save_fig(fig, name: str, topic: str) -> Path:
+def save_fig(fig: Figure, name: str, topic: str) -> Path:
     """Save ``fig`` as ``figures/<topic>/<name>.png`` (atomic) and return the path."""
     path = config.figures_dir() / topic / f"{name}.png"
     with config.atomic_path(path) as tmp:
@@ -29,12 +37,6 @@ def save_results(results: dict[str, Any], topic: str) -> Path:
     return config.write_json_atomic(config.figures_dir() / topic / "results.json", results)
 
 
-def load_results(topic: str) -> dict[str, Any]:
-    import json
-
-    return json.loads((config.figures_dir() / topic / "results.json").read_text())
-
-
 def image_grid(
     images: Sequence[np.ndarray] | np.ndarray,
     titles: Sequence[str] | None = None,
@@ -43,7 +45,7 @@ def image_grid(
     cmap: str = "gray",
     suptitle: str | None = None,
     title_colors: Sequence[str] | None = None,
-):
+) -> Figure:
     """A grid of images (``(n, H, W)`` or ``(n, H, W, C)`` uint8/float) with optional titles."""
     import matplotlib.pyplot as plt
 
@@ -55,7 +57,9 @@ def image_grid(
         ax.axis("off")
         if i >= n:
             continue
-        ax.imshow(images[i], cmap=cmap if np.ndim(images[i]) == 2 else None, vmin=0 if np.ndim(images[i]) == 2 else None)
+        ax.imshow(
+            images[i], cmap=cmap if np.ndim(images[i]) == 2 else None, vmin=0 if np.ndim(images[i]) == 2 else None
+        )
         if titles is not None:
             color = title_colors[i] if title_colors is not None else "black"
             ax.set_title(titles[i], fontsize=7, color=color)
@@ -72,7 +76,7 @@ def ranked_rows(
     row_titles: Sequence[str] | None = None,
     result_titles: Sequence[Sequence[str]] | None = None,
     size: float = 1.1,
-):
+) -> Figure:
     """One row per query: the query, then its ranked results (green frame = relevant, red = not)."""
     import matplotlib.pyplot as plt
 
@@ -101,3 +105,28 @@ def ranked_rows(
                     spine.set_color(c), spine.set_linewidth(2)
     fig.tight_layout()
     return fig
+
+
+def failure_gallery(
+    evaluation: Evaluation,
+    images_by_id: np.ndarray,
+    n: int = 6,
+    by: str | None = None,
+    class_names: Sequence[str] | None = None,
+) -> Figure:
+    """The worst queries of an evaluation, each followed by its top k (green = same class).
+
+    ``images_by_id``: every image indexed by its id (e.g. the 70,000 Fashion-MNIST images);
+    ``by``: the per-query column that decides "worst" (default ``ap@k``).
+    """
+    from . import metrics
+
+    names = list(class_names or metrics.FASHION_MNIST_CLASSES)
+    worst = evaluation.failures(n, by)
+    queries = [images_by_id[int(i)] for i in worst["query_id"]]
+    results = [[images_by_id[int(i)] for i in ids] for ids in worst["result_ids"]]
+    relevant = [[lab == q for lab in labs] for q, labs in zip(worst["label"], worst["result_labels"], strict=True)]
+    scores = worst[by or f"ap@{evaluation.k}"]
+    row_titles = [f"{names[q]}\nAP {a:.2f}" for q, a in zip(worst["label"], scores, strict=True)]
+    result_titles = [[names[lab][:9] for lab in labs] for labs in worst["result_labels"]]
+    return ranked_rows(queries, results, relevant=relevant, row_titles=row_titles, result_titles=result_titles)
