@@ -1,3 +1,5 @@
+from itertools import pairwise
+
 import pytest
 
 pytestmark = pytest.mark.notebooks
@@ -9,7 +11,7 @@ def test_overview_notebook(run_notebook):
     c = r["distance_contrast"]
     # distance concentration: the relative contrast falls steadily with the dimension
     values = [c[d] for d in ["2", "8", "32", "128", "512", "2048"]]
-    assert all(a > b for a, b in zip(values, values[1:]))
+    assert all(a > b for a, b in pairwise(values))
     assert values[0] > 5 and values[-1] < 0.3
     # raw pixels are a real but imperfect baseline (reference on all 10k queries: P@1 0.856)
     assert 0.75 < r["raw_pixels_precision_at_1"] < 0.95

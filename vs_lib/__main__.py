@@ -5,6 +5,7 @@ Each command lives in the module of its pipeline stage, which defines
 Modules are imported only when their command is built, so ``--help`` stays quick to read
 and one stage's heavy imports never slow another's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             if e.name != module_name:
                 raise
             continue  # stage not part of this version
-        p = sub.add_parser(name, help=getattr(module, "CLI_HELP", help_text), description=getattr(module, "CLI_HELP", help_text))
+        p = sub.add_parser(
+            name, help=getattr(module, "CLI_HELP", help_text), description=getattr(module, "CLI_HELP", help_text)
+        )
         module.cli_add_arguments(p)
         p.set_defaults(_main=module.cli_main)
     return parser

@@ -9,6 +9,7 @@ moved with an environment variable:
 - ``VS_FIGURES_DIR`` figures and per-notebook JSON results (default ``<repo>/figures``)
 - ``VS_PROFILE``     ``full`` (the real lesson) or ``smoke`` (tiny, for tests)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,8 +18,9 @@ import json
 import os
 import random
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ("full", "smoke")

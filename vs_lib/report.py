@@ -5,8 +5,10 @@ order, each from ``notebooks/`` as its working folder, prints the time each took
 writes ``reports/summary.json``. A failing notebook is reported (its executed copy shows
 the error) and the others still run; the command then exits non-zero.
 """
+
 from __future__ import annotations
 
+import argparse
 import os
 import time
 import traceback
@@ -37,8 +39,14 @@ def run_one(src: Path, out_dir: Path, profile: str) -> dict:
     env_before = os.environ.get("VS_PROFILE")
     os.environ["VS_PROFILE"] = profile
     try:
-        pm.execute_notebook(str(src), str(partial), parameters={"PROFILE": profile}, kernel_name="python3",
-                            cwd=str(src.parent), progress_bar=False)
+        pm.execute_notebook(
+            str(src),
+            str(partial),
+            parameters={"PROFILE": profile},
+            kernel_name="python3",
+            cwd=str(src.parent),
+            progress_bar=False,
+        )
         error = None
     except Exception as e:  # papermill's PapermillExecutionError carries the cell's traceback
         error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
@@ -59,13 +67,13 @@ def run_one(src: Path, out_dir: Path, profile: str) -> dict:
     return result
 
 
-def cli_add_arguments(parser) -> None:
+def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="full", choices=config.PROFILES)
     parser.add_argument("--only", nargs="*", help="notebook prefixes, e.g. 03 04")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default reports/)")
 
 
-def cli_main(args) -> int:
+def cli_main(args: argparse.Namespace) -> int:
     out_dir = args.out or (config.reports_dir() if args.profile == "full" else config.reports_dir() / "smoke")
     results = []
     total = time.perf_counter()
@@ -73,11 +81,14 @@ def cli_main(args) -> int:
         print(f"▶ {src.stem} ({args.profile}) ...", flush=True)
         r = run_one(src, out_dir, args.profile)
         results.append(r)
-        print(f"  {'ok' if r['ok'] else 'FAILED'} in {r['seconds']:.1f} s" + (f" — {r['error']}" if r["error"] else ""),
-              flush=True)
+        print(
+            f"  {'ok' if r['ok'] else 'FAILED'} in {r['seconds']:.1f} s" + (f" — {r['error']}" if r["error"] else ""),
+            flush=True,
+        )
     total = time.perf_counter() - total
-    config.write_json_atomic(out_dir / "summary.json", {"profile": args.profile, "total_seconds": round(total, 1),
-                                                         "notebooks": results})
+    config.write_json_atomic(
+        out_dir / "summary.json", {"profile": args.profile, "total_seconds": round(total, 1), "notebooks": results}
+    )
     print(f"\n{'notebook':32s} {'seconds':>8s}  status")
     for r in results:
         print(f"{r['notebook']:32s} {r['seconds']:8.1f}  {'ok' if r['ok'] else 'FAILED'}")

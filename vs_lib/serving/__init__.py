@@ -38,12 +38,12 @@ input, 404 unknown id, 413 too large, 415 not an image); nothing changes when th
 """
 
 from .access import ImageMeta, hidden_reason
-from .embedding import EmbeddingService, Encoder
+from .embedding import EmbeddingService
 from .errors import ImageTooLarge, InvalidImage, NotAnImage, NotFound, ServingError
 from .facade import MAX_K, SearchService
 from .hashing import hamming, perceptual_hash
 from .images import MAX_PIXELS, MAX_UPLOAD_BYTES, apply_crop, decode_image, encode_png, parse_crop, to_pil
-from .neighbours import NeighbourService, SearchIndex, ensure_index
+from .neighbours import NeighbourService, ensure_index
 from .rerank import DUP_COSINE, DUP_HAMMING, ReRanker, Result
 from .responses import Health, SearchResponse, UploadResult
 from .store import PlatformStore
@@ -55,7 +55,6 @@ __all__ = [
     "MAX_PIXELS",
     "MAX_UPLOAD_BYTES",
     "EmbeddingService",
-    "Encoder",
     "Health",
     "ImageMeta",
     "ImageTooLarge",
@@ -66,7 +65,6 @@ __all__ = [
     "PlatformStore",
     "ReRanker",
     "Result",
-    "SearchIndex",
     "SearchResponse",
     "SearchService",
     "ServingError",

@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 
+from ..protocols import Encoder
 from .images import MAX_PIXELS, MAX_UPLOAD_BYTES, CropSpec, apply_crop, decode_image, parse_crop, to_pil
 
 ImageInput = bytes | bytearray | memoryview | Image.Image | np.ndarray
-
-
-class Encoder(Protocol):
-    """What serving needs of an encoder (``vs_lib.models.Encoder`` is one): ``embed`` maps
-    images to ``(n, dim)`` float32 L2-normalised rows; ``fingerprint`` changes with the model."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def dim(self) -> int: ...
-
-    @property
-    def fingerprint(self) -> str: ...
-
-    def embed(self, images: Any, batch_size: int = ...) -> np.ndarray: ...
 
 
 class EmbeddingService:

@@ -23,13 +23,15 @@ from PIL import Image
 
 from .. import config, data
 from .. import index as index_mod
+from ..index import VectorIndex
+from ..protocols import Encoder
 from .access import hidden_reason
 from .caches import HashCache, VectorCache
-from .embedding import EmbeddingService, Encoder, ImageInput
+from .embedding import EmbeddingService, ImageInput
 from .errors import ServingError
 from .hashing import perceptual_hash
 from .images import MAX_PIXELS, MAX_UPLOAD_BYTES, CropSpec, apply_crop, encode_png, parse_crop, to_pil
-from .neighbours import NeighbourService, SearchIndex, ensure_index
+from .neighbours import NeighbourService, ensure_index
 from .rerank import DUP_COSINE, DUP_HAMMING, ReRanker
 from .responses import Health, SearchResponse, StageTimer, UploadResult
 from .store import PlatformStore
@@ -58,7 +60,7 @@ class SearchService:
     def __init__(
         self,
         encoder: Encoder,
-        index: SearchIndex,
+        index: VectorIndex,
         *,
         db_path: str | os.PathLike[str] | None = None,
         index_path: str | os.PathLike[str] | None = None,

@@ -15,28 +15,15 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from .. import index as index_mod
-from .embedding import Encoder
+from ..index import VectorIndex
+from ..protocols import Encoder
 
 log = logging.getLogger(__name__)
-
-
-class SearchIndex(Protocol):
-    """The public API of a vector index that serving uses (every ``vs_lib.index`` kind has it)."""
-
-    kind: str
-
-    def __len__(self) -> int: ...
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
-    def add(self, embeddings: np.ndarray, ids: np.ndarray) -> object: ...
-    def remove(self, ids: np.ndarray) -> object: ...
-    def save(self, path: str | os.PathLike[str]) -> object: ...
-    def ids(self) -> np.ndarray: ...
-    def reconstruct(self, ids: np.ndarray) -> np.ndarray: ...
 
 
 class ReadWriteLock:
@@ -78,7 +65,7 @@ class ReadWriteLock:
 class NeighbourService:
     """Thread-safe access to one index; ``save`` persists it to ``index_path`` (``None``: never saved)."""
 
-    def __init__(self, index: SearchIndex, index_path: str | os.PathLike[str] | None = None):
+    def __init__(self, index: VectorIndex, index_path: str | os.PathLike[str] | None = None):
         self.index = index
         self.index_path = Path(index_path) if index_path is not None else None
         self.rw = ReadWriteLock()

@@ -443,9 +443,12 @@ def train_encoder(
 
     def show(run: TrainingRun) -> None:
         p = run.progress
-        bar.n = min(100, int(100 * run.fraction_done()))
         loss = f"{p.history[-1]['loss']:.3f}" if p.history else "-"
-        bar.set_postfix(loss=loss, img_s=f"{p.images / max(p.seconds, 1e-9):.0f}", refresh=True)
+        # no forced refresh: tqdm then honours its minimum interval (TQDM_MININTERVAL in logs)
+        bar.set_postfix(loss=loss, img_s=f"{p.images / max(p.seconds, 1e-9):.0f}", refresh=False)
+        target = min(100, int(100 * run.fraction_done()))
+        if target > bar.n:
+            bar.update(target - bar.n)
 
     checkpoints = Checkpoints(path, cfg.checkpoint_seconds)
     done = run.fraction_done() >= 1.0
