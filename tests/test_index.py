@@ -61,6 +61,8 @@ CASES = [
     ("lsh", {"nbits": 128, "rerank": 10}, 0.85),
     ("tree", {}, 0.999),
     ("tree", {"algorithm": "ball_tree"}, 0.999),
+    ("annoy", {"n_trees": 20}, 0.9),
+    ("scann", {}, 0.9),
     ("IVF32,SQ8", {}, 0.8),
     ("HNSW16", {}, 0.85),
 ]
@@ -90,10 +92,10 @@ def test_recall_against_exact(case, built, clustered):
     assert (np.diff(scores, axis=1) <= 1e-5).all()
 
 
-@pytest.mark.parametrize("kind", ["flat", "tree", "ivfpq-rerank"])
+@pytest.mark.parametrize("kind", ["flat", "tree", "ivfpq-rerank", "annoy", "scann"])
 def test_scores_are_inner_products(kind, built, clustered):
     x, q = clustered.x, clustered.q
-    name = {"flat": "flat", "tree": "tree", "ivfpq-rerank": IDS[3]}[kind]
+    name = {"ivfpq-rerank": IDS[3], "annoy": "annoy-n_trees20"}.get(kind, kind)
     scores, found = built[name].search(q, 5)
     rows = (found - 1000) // 7
     expected = np.einsum("nd,nkd->nk", q, x[rows])
@@ -148,7 +150,7 @@ def test_persistence_round_trip(case, built, clustered, tmp_path):
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
     assert manifest["kind"] == CASES[case][0] and manifest["dim"] == DIM and manifest["metric"] == "ip"
     assert manifest["count"] == N and manifest["fingerprint"] == "enc-1"
-    library = "scikit-learn" if CASES[case][0] == "tree" else "faiss"
+    library = {"tree": "scikit-learn", "annoy": "annoy", "scann": "scann"}.get(CASES[case][0], "faiss")
     assert library in manifest["versions"] and all(len(f["sha256"]) == 64 for f in manifest["files"].values())
     loaded = vi.load(tmp_path / "idx", expected_dim=DIM, expected_fingerprint="enc-1")
     assert type(loaded) is type(index) and loaded.kind == index.kind and loaded.fingerprint == "enc-1"
@@ -279,7 +281,7 @@ def test_user_errors_are_clear(clustered):
         vi.create(DIM, "ivf", nlist=64).add(x[:50], ids[:50])
     with pytest.raises(ValueError, match=r"at least 256 training vectors"):
         vi.create(DIM, "ivfpq", m=8).add(x[:100], ids[:100])
-    with pytest.raises(ValueError, match="kind must be one of"):
+    with pytest.raises(ValueError, match=r"kind must be one of.*annoy.*scann"):
         vi.create(DIM, "no-such-kind")
     with pytest.raises(ValueError, match="unknown parameter"):
         vi.create(DIM, "hnsw", nprobe=3)
@@ -377,12 +379,13 @@ def test_base_validates_before_the_backend_and_updates_after_it():
 
 def test_factory_dispatches_on_kind_and_on_the_manifest(clustered, tmp_path):
     x, ids = clustered.x, clustered.ids
-    made = {kind: vi.create(DIM, kind) for kind in ("flat", "hnsw", "lsh", "tree", "IVF8,Flat")}
+    made = {kind: vi.create(DIM, kind) for kind in ("flat", "hnsw", "lsh", "tree", "annoy", "scann", "IVF8,Flat")}
     assert {k: type(v).__name__ for k, v in made.items()} == {
-        "flat": "FaissIndex", "hnsw": "FaissIndex", "lsh": "FaissIndex", "tree": "TreeIndex", "IVF8,Flat": "FaissIndex"
+        "flat": "FaissIndex", "hnsw": "FaissIndex", "lsh": "FaissIndex", "tree": "TreeIndex",
+        "annoy": "AnnoyIndex", "scann": "ScannIndex", "IVF8,Flat": "FaissIndex"
     }  # fmt: skip
     assert all(isinstance(v, vi.VectorIndex) and v.kind == k for k, v in made.items())
-    for kind in ("flat", "tree"):
+    for kind in ("flat", "tree", "annoy", "scann"):
         made[kind].add(x[:50], ids[:50]).save(tmp_path / kind)
         assert type(vi.load(tmp_path / kind)) is type(made[kind])
     # the manifest's kind picks the backend: a flat index's files claimed by the tree backend
@@ -431,6 +434,74 @@ def test_reconstruct_returns_stored_vectors(name, built, clustered):
 def test_reconstruct_refused_for_code_only_indexes(built):
     with pytest.raises(vi.VectorIndexError, match="no exact float vectors"):
         built[IDS[2]].reconstruct([1000])
+
+
+# ---------------------------------------------------------------------- the FAISS search path
+def faiss_own_search(index, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """FAISS's own search of the whole index (its id map translates the labels itself)."""
+    return index.faiss_index.search(np.ascontiguousarray(q, np.float32), k)
+
+
+@pytest.mark.parametrize("kind, params", [("flat", {}), ("hnsw", {"M": 16}), ("ivf", {"nlist": 32, "nprobe": 4}),
+                                          ("ivfpq", {"nlist": 16, "m": 8, "nprobe": 4}), ("HNSW8", {}),
+                                          ("IVF16,SQ8", {})])  # fmt: skip
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_faiss_search_returns_what_faiss_returns(kind, params, metric, clustered):
+    """The lean path (raw search_c, own id table, checks after the search) must give exactly
+    FAISS's answers: single queries, batches, float64 or strided input, after a removal (an
+    HNSW graph is rebuilt) and after a knob changed."""
+    x, q, ids = clustered.x, clustered.q, clustered.ids
+    index = vi.create(DIM, kind, metric=metric, **params).add(x[:2000], ids[:2000])
+    for queries in (q, q[:1], q[5], q.astype(np.float64), np.asfortranarray(q)):
+        s1, i1 = index.search(queries, 10)
+        s2, i2 = faiss_own_search(index, np.atleast_2d(queries), 10)
+        np.testing.assert_array_equal(i1, i2)
+        np.testing.assert_array_equal(s1, s2)
+        assert s1.dtype == np.float32 and i1.dtype == np.int64
+    index.remove(ids[:300:3])
+    if kind == "hnsw":
+        index.set_search_params(ef_search=12)
+    s1, i1 = index.search(q, 10)
+    np.testing.assert_array_equal(i1, faiss_own_search(index, q, 10)[1])
+    assert not np.isin(i1, ids[:300:3]).any()
+    for bad in (np.full(DIM, np.nan, np.float32), np.where(np.arange(DIM) == 4, np.inf, q[:3])):
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            index.search(bad, 5)
+
+
+def test_faiss_search_pads_when_faiss_finds_fewer(clustered):
+    """An IVF probing one near-empty cell returns fewer than k: padding with -1 / +inf."""
+    x, q, ids = clustered.x, clustered.q, clustered.ids
+    index = vi.create(DIM, "ivf", metric="l2", nlist=64, nprobe=1).add(x[:1000], ids[:1000])
+    scores, found = index.search(q, 100)
+    assert (found == -1).any() and (np.isposinf(scores) == (found == -1)).all()
+    ref = faiss_own_search(index, q, 100)[1]
+    np.testing.assert_array_equal(found, ref)
+
+
+def test_tree_distance_counts(clustered):
+    """Counts checked against scikit-learn's own counter on the same tree, and against the
+    two cases with known answers: one leaf (every query computes all n distances) and 2-D
+    points (a few leaves)."""
+    from sklearn.neighbors import KDTree
+
+    x, q, ids = clustered.x, clustered.q, clustered.ids
+    one_leaf = vi.create(DIM, "tree", leaf_size=5000).add(x[:800], ids[:800])
+    assert (one_leaf.distance_counts(q[:10], 5) == 800).all()
+    rng = np.random.default_rng(0)
+    flat2 = rng.random((4000, 2)).astype(np.float32)
+    tree2 = vi.create(2, "tree", metric="l2").add(flat2, np.arange(4000))
+    counts = tree2.distance_counts(flat2[:50] + 0.001, 10)
+    assert (counts >= 10).all() and counts.mean() < 0.05 * 4000
+    ref = KDTree(flat2, leaf_size=40)
+    expected = []
+    for v in flat2[:50] + 0.001:
+        ref.reset_n_calls()
+        ref.query(v[None], k=10)
+        expected.append(ref.get_n_calls())
+    np.testing.assert_array_equal(counts, expected)
+    high = vi.create(DIM, "tree").add(x, ids).distance_counts(q[:20], 10)
+    assert high.mean() / N > 5 * counts.mean() / 4000  # in 32-d the exact tree scans a far larger share
 
 
 # ---------------------------------------------------------------------- measurement

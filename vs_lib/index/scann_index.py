@@ -185,16 +185,19 @@ class ScannIndex(BaseIndex):
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(scores (n, k) float32, ids (n, k) int64)``, best first, padded with id ``-1``.
 
-        One query of a trained index takes a short path (ScaNN's own search, one ``take`` for
-        the ids, finiteness checked on the best score afterwards); anything else the general one."""
+        One query of a trained index takes a short path (ScaNN's own search and one ``take``
+        for the ids; ScaNN itself refuses non-finite queries); anything else the general one."""
         s, q = self._searcher, np.asarray(queries, dtype=np.float32)
         k = check_k(k)
         one = q.shape == (self.dim,) or q.shape == (1, self.dim)
         if s is not None and one and k <= len(self._row_ids):
             v = q.reshape(self.dim)
             p = self.params
-            rows, dist = s.search(v, k, max(int(p["reorder"]), k), int(p["leaves_to_search"]))
-            if len(rows) == k and math.isfinite(dist[0]):  # a NaN/inf coordinate makes every score non-finite
+            try:  # ScaNN refuses NaN / infinite queries itself; the general path says why
+                rows, dist = s.search(v, k, max(int(p["reorder"]), k), int(p["leaves_to_search"]))
+            except RuntimeError:
+                return super().search(queries, k)
+            if len(rows) == k and math.isfinite(dist[0]):
                 return dist.reshape(1, k), self._row_ids.take(rows).reshape(1, k)
         return super().search(queries, k)
 
