@@ -56,7 +56,7 @@ class BuildRecord:
 
 
 def _rss_kb() -> float:
-    import psutil
+    import psutil  # type: ignore[import-untyped]
 
     return float(psutil.Process().memory_info().rss) / 1024
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .algorithms import Algorithm, make_algorithm, version_of
+from .algorithms import Algorithm, VsLibKind, make_algorithm, version_of
 from .cache import BuildCache, BuildRecord
 from .grids import GRIDS, Entry
 from .protocol import EPSILON, TARGETS, Task, ground_truth, id_recall, knn_recall
@@ -190,7 +190,7 @@ def run_sweep(
 
     entries = list(GRIDS[grid] if isinstance(grid, str) else grid)
     if algorithms is not None:
-        entries = [e for e in entries if _entry_name(e) in algorithms or e.build.get("kind") == "flat"]
+        entries = [e for e in entries if _entry_names(e) & algorithms or e.build.get("kind") == "flat"]
     t_start, load_start = time.perf_counter(), os.getloadavg()
     cache = BuildCache(cache_dir)
     sweep = _Sweep(task, cache, log=log, build_threads=build_threads)
@@ -269,5 +269,9 @@ def run_sweep(
     )
 
 
-def _entry_name(entry: Entry) -> str:
-    return f"vs_lib-{entry.build['kind']}" if entry.algorithm == "vs_lib" else entry.algorithm
+def _entry_names(entry: Entry) -> set[str]:
+    """The names an entry's results carry: its own, and its raw library view's."""
+    if entry.algorithm != "vs_lib":
+        return {entry.algorithm}
+    raw = VsLibKind.RAW.get(entry.build["kind"])
+    return {f"vs_lib-{entry.build['kind']}", *([raw] if raw else [])}
