@@ -38,21 +38,25 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from vs_lib.index import faiss_memory_bytes, neighbour_recall
+from vs_lib.index import VectorIndex, faiss_memory_bytes, neighbour_recall
+from vs_lib.index.faiss_index import FaissIndex
 
+Search = Callable[[np.ndarray], np.ndarray]  # (q, d) float32 queries -> (q, k) ids
 THREADS = 2
 K = 10
 
 
-def log(*a) -> None:
+def log(*a: object) -> None:
     print(f"[{time.strftime('%H:%M:%S')}]", *a, file=sys.stderr, flush=True)
 
 
-def single_qps(search, queries: np.ndarray, budget: float = 1.5, max_q: int = 400) -> float:
+def single_qps(search: Search, queries: np.ndarray, budget: float = 1.5, max_q: int = 400) -> float:
     """Queries per second issuing one query per call (the latency view), within a time budget."""
     search(queries[:1])  # warm-up
     t0, n = time.perf_counter(), 0
@@ -62,7 +66,7 @@ def single_qps(search, queries: np.ndarray, budget: float = 1.5, max_q: int = 40
     return n / (time.perf_counter() - t0)
 
 
-def paired_qps(fa, fb, queries: np.ndarray, rounds: int = 15, nq: int = 100) -> dict:
+def paired_qps(fa: Search, fb: Search, queries: np.ndarray, rounds: int = 15, nq: int = 100) -> dict:
     """Throughput of two search functions measured alternately, best round each, so that load
     from other processes on a shared machine hits both alike."""
     q1 = [queries[i : i + 1] for i in range(min(nq, len(queries)))]
@@ -80,7 +84,7 @@ def paired_qps(fa, fb, queries: np.ndarray, rounds: int = 15, nq: int = 100) -> 
     return {k: round(v, 1) for k, v in best.items()}
 
 
-def batch_run(search, queries: np.ndarray) -> tuple[np.ndarray, float]:
+def batch_run(search: Search, queries: np.ndarray) -> tuple[np.ndarray, float]:
     t0 = time.perf_counter()
     ids = search(queries)
     return ids, len(queries) / (time.perf_counter() - t0)
@@ -136,7 +140,7 @@ class Bench:
         params: dict,
         build_s: float,
         nbytes: float,
-        search,
+        search: Search,
         note: str = "",
         nq_batch: int | None = None,
     ) -> dict:
@@ -165,7 +169,7 @@ class Bench:
         return row
 
 
-def vs_index(kind: str, dim: int, db, ids, **params):
+def vs_index(kind: str, dim: int, db: np.ndarray, ids: np.ndarray, **params: Any) -> tuple[VectorIndex, float]:
     from vs_lib import index
 
     t0 = time.perf_counter()
@@ -173,7 +177,8 @@ def vs_index(kind: str, dim: int, db, ids, **params):
     return idx, time.perf_counter() - t0
 
 
-def vs_search(idx):
+def vs_search(idx: Any) -> Search:
+    """The ids of ``idx.search(q, K)``: a vs_lib index or a raw FAISS one (same call)."""
     return lambda q: idx.search(q, K)[1]
 
 
@@ -206,6 +211,7 @@ def run_graph(b: Bench, hnsw_m: int, ef_construction: int) -> list[dict]:
     import faiss
 
     hn, t = vs_index("hnsw", b.db.shape[1], b.db, b.ids, M=hnsw_m, ef_construction=ef_construction)
+    assert isinstance(hn, FaissIndex)
     raw = faiss.downcast_index(hn.faiss_index.index)  # the very same IndexHNSWFlat, no wrapper
     ratios = []
     for ef in (16, 32, 64, 128):
@@ -517,7 +523,7 @@ def task_expectations(doc: dict) -> dict:
     }
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", default=None, help="fashion-mnist-784: the ann-benchmarks protocol")
     ap.add_argument("--quick", action="store_true", help="with --task: notebook 04's subset of the sweep")

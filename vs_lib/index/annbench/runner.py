@@ -34,7 +34,7 @@ import numpy as np
 from .algorithms import Algorithm, VsLibKind, make_algorithm, version_of
 from .cache import BuildCache, BuildRecord
 from .grids import GRIDS, Entry
-from .protocol import EPSILON, TARGETS, Task, ground_truth, id_recall, knn_recall
+from .protocol import EPSILON, TARGETS, GroundTruth, Task, ground_truth, id_recall, knn_recall
 from .summary import SweepReport, summarise
 
 __all__ = ["SettingResult", "run_sweep", "single_thread"]
@@ -117,6 +117,7 @@ class _Sweep:
         self.task, self.cache, self.log, self.build_threads = task, cache, log, build_threads
         self.builds: list[BuildRecord] = []
         self.results: list[SettingResult] = []
+        self.failures: list[dict[str, Any]] = []
 
     def build(self, entry: Entry) -> tuple[Algorithm, BuildRecord]:
         from threadpoolctl import threadpool_limits
@@ -142,6 +143,21 @@ class _Sweep:
             set(np.asarray(algo.query(queries[i], k)).tolist()) == set(found[i][found[i] >= 0].tolist()) for i in check
         ]
         return knn, ids, float(np.mean(same))
+
+    def score(self, entry: Entry, algo: Algorithm, record: BuildRecord, truth: GroundTruth, n_recall: int,
+              n_timing: int) -> list[tuple[Algorithm, Any, SettingResult]]:  # fmt: skip
+        """Recall of every setting of ``entry`` (the algorithm and its raw views), ready to be timed."""
+        nr = min(n_recall, entry.recall_queries or n_recall)
+        nt = min(n_timing, entry.timing_queries or n_timing)
+        test = self.task.test[:nr]
+        items = []
+        for view in [algo, *algo.views()]:
+            for setting in entry.settings:
+                knn, ids, same = self.recall(view, setting, test, truth.distances[:nr], truth.neighbors[:nr])
+                res = SettingResult(view.name, entry.build, setting, entry.group, record.key, knn, ids, nr, nt, same)
+                items.append((view, setting, res))
+                self.log(f"  {view.name} {entry.build} {setting}: recall {knn:.4f}")
+        return items
 
     def time_group(self, items: list[tuple[Algorithm, Any, SettingResult]], anchor: Algorithm,
                    timing: np.ndarray, anchor_queries: np.ndarray, rounds: int) -> None:  # fmt: skip
@@ -208,22 +224,16 @@ def run_sweep(
         )
         flat, _ = sweep.build(anchor_entry)
         anchor = flat.views()[0]  # FAISS's exact scan, raw: the yardstick of every round
-        groups = list(dict.fromkeys(e.group for e in entries))
-        for group in groups:
+        for group in dict.fromkeys(e.group for e in entries):
             log(f"== group {group}")
             items: list[tuple[Algorithm, Any, SettingResult]] = []
             for entry in (e for e in entries if e.group == group):
-                algo, record = (flat, sweep.builds[0]) if entry is anchor_entry else sweep.build(entry)
-                nr = min(n_recall, entry.recall_queries or n_recall)
-                nt = min(len(timing), entry.timing_queries or len(timing))
-                for view in [algo, *algo.views()]:
-                    for setting in entry.settings:
-                        knn, ids, same = sweep.recall(
-                            view, setting, task.test[:nr], truth.distances[:nr], truth.neighbors[:nr]
-                        )
-                        res = SettingResult(view.name, entry.build, setting, group, record.key, knn, ids, nr, nt, same)
-                        items.append((view, setting, res))
-                        log(f"  {view.name} {entry.build} {setting}: recall {knn:.4f}")
+                try:
+                    built = (flat, sweep.builds[0]) if entry is anchor_entry else sweep.build(entry)
+                    items += sweep.score(entry, *built, truth, n_recall, len(timing))
+                except Exception as e:  # one library failing must not lose an hour of measurements
+                    sweep.failures.append({"algorithm": _entry_label(entry), "build": entry.build, "error": repr(e)})
+                    log(f"  {_entry_label(entry)} {entry.build} FAILED: {e!r}")
             sweep.time_group(items, anchor, timing, timing[:anchor_queries], rounds)
             sweep.results.extend(res for _, _, res in items)
             for _, _, res in items:
@@ -251,6 +261,8 @@ def run_sweep(
     machine = {
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "simd": _simd(),
         "cpus": os.cpu_count(),
         "load_average_start": load_start,
         "load_average_end": os.getloadavg(),
@@ -266,7 +278,35 @@ def run_sweep(
         targets=TARGETS,
         seconds=time.perf_counter() - t_start,
         label=label,
+        failures=sweep.failures,
     )
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux
+        return ""
+
+
+def _cpu_model() -> str:
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _simd() -> str:
+    """The widest x86 vector extension the CPU reports (libraries pick their kernels by it)."""
+    flags = next((line.split(":", 1)[1].split() for line in _cpuinfo().splitlines() if line.startswith("flags")), [])
+    for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("sse4_2", "SSE4.2")):
+        if flag in flags:
+            return name
+    return "unknown"
+
+
+def _entry_label(entry: Entry) -> str:
+    return f"vs_lib-{entry.build['kind']}" if entry.algorithm == "vs_lib" else entry.algorithm
 
 
 def _entry_names(entry: Entry) -> set[str]:

@@ -62,6 +62,7 @@ class SweepReport:
     algorithms: dict[str, dict[str, Any]]
     pairs: dict[str, Any]
     published: dict[str, Any]
+    failures: list[dict[str, Any]] = field(default_factory=list)  # entries that could not run, and why
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, default=_default, allow_nan=False)
@@ -207,6 +208,7 @@ def summarise(
     targets: Sequence[float],
     seconds: float,
     label: str | None = None,
+    failures: list[dict[str, Any]] | None = None,
 ) -> SweepReport:
     """The :class:`SweepReport` of a run's setting results and build records."""
     rows = [_row(r) for r in results]
@@ -227,4 +229,5 @@ def summarise(
         algorithms=algorithms,
         pairs=pairs,
         published=_published(algorithms, targets),
+        failures=list(failures or []),
     )
