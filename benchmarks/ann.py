@@ -1,6 +1,21 @@
 """Nearest-neighbour benchmark: prints one JSON document on stdout (progress on stderr).
 
-For every configuration: build seconds, single-query and batched queries per second,
+Two modes.  ``--task fashion-mnist-784`` reproduces ann-benchmarks' protocol for
+``fashion-mnist-784-euclidean`` (:mod:`vs_lib.index.annbench`: 60,000 raw 784-d training
+images as the gallery, the 10,000 test images as queries, Euclidean, k = 10, one thread,
+single queries, k-nn recall) over brute force (NumPy, FAISS), FAISS IVF and HNSW, hnswlib,
+usearch, Annoy, ScaNN, pynndescent and every vs_lib kind that supports Euclidean distance;
+it reports per-setting recall and QPS (wall and CPU time, medians of alternating rounds),
+the Pareto frontiers, QPS at recall 0.90 / 0.95 / 0.99 with ratios to brute force, vs_lib's
+``hnsw`` against hnswlib in the same rounds, build time and memory per build, and the
+published ann-benchmarks figures beside them.  Builds are cached under
+``config.data_dir()/cache/ann`` (``--cache``).
+
+    python benchmarks/ann.py --task fashion-mnist-784            # the full sweep (about an hour
+                                                                 # from an empty cache on 2 cores)
+    python benchmarks/ann.py --task fashion-mnist-784 --quick    # notebook 04's subset
+
+Without ``--task``, the synthetic mode: for every configuration: build seconds, single-query and batched queries per second,
 recall@10 against exact search, bytes per vector — on Fashion-MNIST embeddings (raw pixels
 → PCA to 128 dims → L2-normalised; the 60,000 training images are the database, test images
 the queries) and on N synthetic clustered 128-d vectors (default N = 1,000,000; labelled
@@ -10,7 +25,7 @@ own matrix-multiply throughput next to batched exact search.  Ends with ``expect
 what a good result looks like on each dataset, why, and whether this run shows it (ratios
 taken in this one run, so that a busy machine slows both sides alike).
 
-    python benchmarks/ann.py                 # the full run (~10 min on 2 idle cores)
+    python benchmarks/ann.py                 # the synthetic mode (~10 min on 2 idle cores)
     python benchmarks/ann.py --n 200000      # quicker
 """
 
@@ -23,20 +38,25 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from vs_lib.index import faiss_memory_bytes, neighbour_recall
+from vs_lib.index import VectorIndex, faiss_memory_bytes, neighbour_recall
+from vs_lib.index.faiss_index import FaissIndex
 
+Search = Callable[[np.ndarray], np.ndarray]  # (q, d) float32 queries -> (q, k) ids
 THREADS = 2
 K = 10
 
 
-def log(*a) -> None:
+def log(*a: object) -> None:
     print(f"[{time.strftime('%H:%M:%S')}]", *a, file=sys.stderr, flush=True)
 
 
-def single_qps(search, queries: np.ndarray, budget: float = 1.5, max_q: int = 400) -> float:
+def single_qps(search: Search, queries: np.ndarray, budget: float = 1.5, max_q: int = 400) -> float:
     """Queries per second issuing one query per call (the latency view), within a time budget."""
     search(queries[:1])  # warm-up
     t0, n = time.perf_counter(), 0
@@ -46,7 +66,7 @@ def single_qps(search, queries: np.ndarray, budget: float = 1.5, max_q: int = 40
     return n / (time.perf_counter() - t0)
 
 
-def paired_qps(fa, fb, queries: np.ndarray, rounds: int = 15, nq: int = 100) -> dict:
+def paired_qps(fa: Search, fb: Search, queries: np.ndarray, rounds: int = 15, nq: int = 100) -> dict:
     """Throughput of two search functions measured alternately, best round each, so that load
     from other processes on a shared machine hits both alike."""
     q1 = [queries[i : i + 1] for i in range(min(nq, len(queries)))]
@@ -64,7 +84,7 @@ def paired_qps(fa, fb, queries: np.ndarray, rounds: int = 15, nq: int = 100) -> 
     return {k: round(v, 1) for k, v in best.items()}
 
 
-def batch_run(search, queries: np.ndarray) -> tuple[np.ndarray, float]:
+def batch_run(search: Search, queries: np.ndarray) -> tuple[np.ndarray, float]:
     t0 = time.perf_counter()
     ids = search(queries)
     return ids, len(queries) / (time.perf_counter() - t0)
@@ -120,7 +140,7 @@ class Bench:
         params: dict,
         build_s: float,
         nbytes: float,
-        search,
+        search: Search,
         note: str = "",
         nq_batch: int | None = None,
     ) -> dict:
@@ -149,7 +169,7 @@ class Bench:
         return row
 
 
-def vs_index(kind: str, dim: int, db, ids, **params):
+def vs_index(kind: str, dim: int, db: np.ndarray, ids: np.ndarray, **params: Any) -> tuple[VectorIndex, float]:
     from vs_lib import index
 
     t0 = time.perf_counter()
@@ -157,7 +177,8 @@ def vs_index(kind: str, dim: int, db, ids, **params):
     return idx, time.perf_counter() - t0
 
 
-def vs_search(idx):
+def vs_search(idx: Any) -> Search:
+    """The ids of ``idx.search(q, K)``: a vs_lib index or a raw FAISS one (same call)."""
     return lambda q: idx.search(q, K)[1]
 
 
@@ -190,6 +211,7 @@ def run_graph(b: Bench, hnsw_m: int, ef_construction: int) -> list[dict]:
     import faiss
 
     hn, t = vs_index("hnsw", b.db.shape[1], b.db, b.ids, M=hnsw_m, ef_construction=ef_construction)
+    assert isinstance(hn, FaissIndex)
     raw = faiss.downcast_index(hn.faiss_index.index)  # the very same IndexHNSWFlat, no wrapper
     ratios = []
     for ef in (16, 32, 64, 128):
@@ -439,13 +461,89 @@ def load_datasets(args: argparse.Namespace, report: dict) -> list[tuple]:
     return datasets
 
 
-def main(argv=None) -> int:
+def run_task(args: argparse.Namespace) -> int:
+    """The ann-benchmarks protocol (``--task``): one JSON document on stdout (and ``--out``)."""
+    from vs_lib import config
+    from vs_lib.index import annbench
+
+    if args.task != "fashion-mnist-784":
+        raise SystemExit(f"unknown task {args.task!r}; the one task is fashion-mnist-784")
+    grid = args.grid or ("quick" if args.quick else "full")
+    task = annbench.fashion_mnist_784()
+    cache = None if args.no_cache else (Path(args.cache) if args.cache else annbench.default_cache_dir())
+    report = annbench.run_sweep(
+        task,
+        grid,
+        cache_dir=cache,
+        algorithms=set(args.algos.split(",")) if args.algos else None,
+        recall_queries=args.recall_queries or (2000 if grid == "quick" else None),
+        timing_queries=args.timing_queries or (200 if grid == "quick" else 300),
+        anchor_queries=args.anchor_queries,
+        rounds=args.rounds or (3 if grid == "quick" else 5),
+        build_threads=args.build_threads,
+        label=f"benchmarks/ann.py --task {args.task} --grid {grid}",
+    )
+    doc = json.loads(report.to_json())
+    doc["expectations"] = task_expectations(doc)
+    text = json.dumps(doc, indent=1)
+    if args.out:
+        with config.atomic_path(args.out) as tmp:
+            tmp.write_text(text)
+    print(text)
+    return 0
+
+
+def task_expectations(doc: dict) -> dict:
+    """What a good result looks like on the ann-benchmarks task, why, and whether this run shows it."""
+    pairs = doc["pairs"]["hnsw_vs_hnswlib"]
+    at95 = {k: v for k, v in pairs.items() if k.endswith("@0.95")}
+    worst = min((v["ratio_cpu"] for v in at95.values()), default=None)
+    bf = doc["algorithms"].get("bruteforce-faiss", {}).get("at_recall_cpu", {}).get("0.95")
+    best = max(
+        ((n, a["at_recall_cpu"]["0.95"]) for n, a in doc["algorithms"].items() if a["at_recall_cpu"]["0.95"]),
+        key=lambda t: t[1]["qps_cpu"],
+        default=(None, None),
+    )
+    return {
+        "hnsw_at_least_hnswlib": {
+            "good": "vs_lib's hnsw kind >= 1.0 x hnswlib's single-query QPS at recall >= 0.95, equal build "
+            "parameters, median of the per-round ratios (CPU time)",
+            "why": "the library's default graph index should not be slower than the fastest peer it could use instead",
+            "ratios": {k: round(v["ratio_cpu"], 3) for k, v in at95.items()},
+            "holds": worst is not None and worst >= 1.0,
+        },
+        "ann_beats_brute_force": {
+            "good": ">= 100 x brute force's single-query QPS at recall >= 0.95 for the fastest algorithm",
+            "why": "ann-benchmarks' plot spans two orders of magnitude above brute force on this task",
+            "fastest": best[0],
+            "ratio_to_bf_cpu": None if best[1] is None else round(best[1]["ratio_to_bf_cpu"], 1),
+            "brute_force_qps_cpu": None if bf is None else round(bf["qps_cpu"], 1),
+            "holds": best[1] is not None and best[1]["ratio_to_bf_cpu"] >= 100,
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", default=None, help="fashion-mnist-784: the ann-benchmarks protocol")
+    ap.add_argument("--quick", action="store_true", help="with --task: notebook 04's subset of the sweep")
+    ap.add_argument("--grid", choices=("full", "quick", "smoke"), default=None, help="with --task: the sweep")
+    ap.add_argument("--algos", default=None, help="with --task: comma-separated names (e.g. hnswlib,vs_lib-hnsw)")
+    ap.add_argument("--recall-queries", type=int, default=None, help="with --task: queries scored (default all)")
+    ap.add_argument("--timing-queries", type=int, default=None, help="with --task: single queries timed per round")
+    ap.add_argument("--anchor-queries", type=int, default=20, help="with --task: brute-force anchor queries")
+    ap.add_argument("--rounds", type=int, default=None, help="with --task: alternating timing rounds")
+    ap.add_argument("--build-threads", type=int, default=THREADS, help="with --task: threads per build")
+    ap.add_argument("--cache", default=None, help="with --task: build cache (default data/cache/ann)")
+    ap.add_argument("--no-cache", action="store_true", help="with --task: build everything, cache nothing")
+    ap.add_argument("--out", default=None, help="with --task: also write the JSON to this file")
     ap.add_argument("--n", type=int, default=1_000_000, help="synthetic database size (default 1M)")
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--budget-minutes", type=float, default=12.0, help="skip remaining configurations after this")
     ap.add_argument("--skip-fmnist", action="store_true")
     args = ap.parse_args(argv)
+    if args.task:
+        return run_task(args)
 
     import faiss
     import hnswlib  # noqa: F401  (fail early if missing)

@@ -13,7 +13,10 @@ ivfpq      IVF + product-quantised codes, optional exact re-ranking           :m
 hnsw       graph: hierarchical navigable small world                        :mod:`.faiss_index`
 lsh        random-hyperplane hashing, Hamming ranking                       :mod:`.faiss_index`
 <string>   any FAISS ``index_factory`` string, e.g. ``"IVF256,PQ16"``         :mod:`.faiss_index`
-tree       scikit-learn KD-tree / ball tree (exact, tree-based family)      :mod:`.tree`
+tree       scikit-learn KD-tree / ball tree (exact: the tree family's       :mod:`.tree`
+           lesson in high dimension)
+annoy      Annoy's forest of random-projection trees (approximate trees)   :mod:`.annoy_index`
+scann      ScaNN: partitions, anisotropic quantisation, exact re-scoring    :mod:`.scann_index`
 milvus     a Milvus collection (Milvus Lite file, or a server / cluster)    :mod:`.milvus`
 =========  ===============================================================  ==================
 
@@ -21,14 +24,15 @@ Conventions
 -----------
 - ``embeddings`` / ``queries``: ``(n, dim)`` float32, finite.  With ``metric="ip"`` (the
   course default) they should be L2-normalised, so the inner product is the cosine
-  similarity; the ``tree`` kind requires it.
+  similarity; the ``tree`` and ``annoy`` kinds require it.
 - ``ids``: ``(n,)`` int64, ``>= 0``, unique — the image ids of the platform database.
 - ``search(queries, k) -> (scores, ids)``: ``(n, k)`` float32 and ``(n, k)`` int64, best
   first.  ``metric="ip"``: similarities (higher is better); ``metric="l2"``: squared
   Euclidean distances (lower is better).  **Padding**: when fewer than ``k`` results exist
   the missing entries have id ``-1`` and score ``-inf`` (``ip``) or ``+inf`` (``l2``).
 - ``reconstruct(ids)`` returns stored float vectors (kinds that keep them); ``remove(ids)``
-  deletes (HNSW rebuilds its graph); ``set_search_params`` changes query-time knobs.
+  deletes (HNSW rebuilds its graph, Annoy keeps tombstones until its next rebuild);
+  ``set_search_params`` changes query-time knobs.
 
 Persistence: ``save(path)`` writes a *directory* holding the data file(s), named by their
 checksum, and ``manifest.json`` (kind, dim, metric, count, encoder fingerprint, params,
@@ -37,10 +41,12 @@ leaves the previous index loadable.  ``load`` verifies the checksums and refuses
 files and indexes built for another encoder.
 
 Also here: the one exact top-k (:mod:`.exact`), recall and throughput of an index
-(:mod:`.measure`), synthetic clustered vectors (:mod:`.synthetic`) and the indexing pipeline
-``sync_index`` with the ``python -m vs_lib index`` command (:mod:`.sync`).
+(:mod:`.measure`), the ann-benchmarks protocol on Fashion-MNIST with its peer libraries
+(:mod:`.annbench`), synthetic clustered vectors (:mod:`.synthetic`) and the indexing
+pipeline ``sync_index`` with the ``python -m vs_lib index`` command (:mod:`.sync`).
 """
 
+from .annoy_index import AnnoyIndex
 from .base import VectorIndex
 from .errors import IndexCorruptedError, IndexMismatchError, VectorIndexError
 from .exact import exact_topk, neighbour_recall
@@ -49,6 +55,7 @@ from .faiss_index import FaissIndex, auto_nlist, configure_faiss, faiss_memory_b
 from .measure import SearchMeasurement, measure_search
 from .milvus import MilvusIndex
 from .persistence import MANIFEST, Manifest
+from .scann_index import ScannIndex
 from .sync import (
     CLI_HELP,
     DEFAULT_MODEL,
@@ -67,11 +74,13 @@ __all__ = [
     "DEFAULT_MODEL",
     "KINDS",
     "MANIFEST",
+    "AnnoyIndex",
     "FaissIndex",
     "IndexCorruptedError",
     "IndexMismatchError",
     "Manifest",
     "MilvusIndex",
+    "ScannIndex",
     "SearchMeasurement",
     "SyncResult",
     "TreeIndex",

@@ -10,14 +10,21 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .annoy_index import AnnoyIndex
 from .base import BaseIndex, VectorIndex
 from .faiss_index import FAISS_KINDS, FaissIndex
 from .milvus import MilvusIndex
 from .persistence import Manifest, OpenOptions
+from .scann_index import ScannIndex
 from .tree import TreeIndex
 
-KINDS = (*FAISS_KINDS, "tree", "milvus")  # and any FAISS index_factory string
-BACKENDS: dict[str, type[BaseIndex]] = {"tree": TreeIndex, "milvus": MilvusIndex}  # every other kind: FAISS
+KINDS = (*FAISS_KINDS, "tree", "annoy", "scann", "milvus")  # and any FAISS index_factory string
+BACKENDS: dict[str, type[BaseIndex]] = {
+    "tree": TreeIndex,
+    "annoy": AnnoyIndex,
+    "scann": ScannIndex,
+    "milvus": MilvusIndex,
+}  # every other kind: FAISS
 
 __all__ = ["BACKENDS", "KINDS", "backend", "create", "load"]
 
@@ -33,11 +40,12 @@ def create(
     """A new, empty index of ``kind`` for ``dim``-dimensional vectors.
 
     ``kind``: one of :data:`KINDS` or a FAISS ``index_factory`` string; ``params``: that
-    kind's build and search parameters (see :mod:`.faiss_index`, :mod:`.tree`, :mod:`.milvus`);
+    kind's build and search parameters (see :mod:`.faiss_index`, :mod:`.tree`,
+    :mod:`.annoy_index`, :mod:`.scann_index`, :mod:`.milvus`);
     ``fingerprint``: the encoder's, saved in the manifest and checked by :func:`load`.
     """
     cls = backend(kind)
-    if cls is FaissIndex:
+    if cls is FaissIndex:  # one class for every FAISS kind: the kind is an argument
         return FaissIndex(dim, kind, metric, fingerprint=fingerprint, **params)
     return cls(dim, metric, fingerprint=fingerprint, **params)
 

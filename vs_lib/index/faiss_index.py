@@ -23,8 +23,27 @@ lsh        random-hyperplane hashing to ``nbits`` bits, Hamming ranking       nb
   to the trained cells.
 - ``remove`` deletes in place where FAISS can; an HNSW graph cannot delete, so it is rebuilt
   from its stored vectors (costly: batch deletions).
+- ``hnsw``: each vector is linked to about ``M`` near neighbours (``2·M`` on the bottom
+  layer), a few also on sparser upper layers; a search walks greedily down the layers and,
+  on the bottom one, keeps the ``ef_search`` best candidates seen.  ``ef_construction`` is
+  that list while linking a new vector.  ann-benchmarks builds its HNSW entries with
+  ``ef_construction=500`` and ``M`` from 4 to 96: a graph built with a long candidate list
+  (``ef_construction`` ≥ 200) and a moderate ``M`` (12–16) needs fewer steps per query for
+  the same recall than the defaults' dense, quickly built graph (``M=32,
+  ef_construction=40``); ``benchmarks/ann.py --task fashion-mnist-784`` measures both
+  against hnswlib.
 - ``rerank > 0`` keeps the float vectors next to the codes and re-scores ``rerank × k``
   candidates exactly; ``load(..., mmap_vectors=True)`` leaves those vectors on disk.
+
+Search path: a search of a kind without re-ranking or score conversion (all but ``lsh`` and
+``rerank > 0``) spends little beyond FAISS's own work, which matters when a query takes a
+tenth of a millisecond: the index is searched through FAISS's raw ``search_c`` with
+preallocated outputs (FAISS's Python ``search`` checks and allocates them again); ids are
+translated with one ``take`` on a cached table; one query is checked for NaN / infinity
+*after* the search, on its best distance (a non-finite coordinate makes every distance
+non-finite, so a finite best distance proves the query finite, and only a non-finite one
+pays for the full test; batches are checked first); padding is looked for in the last
+column only.  The results are exactly FAISS's.
 
 Threads: FAISS uses OpenMP.  Call :func:`configure_faiss` once at start-up to choose the
 thread count (and the BLAS block size of exact search) for the process; searches of fewer
@@ -39,12 +58,13 @@ import functools
 import math
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
-from .base import BaseIndex, check_params, check_vectors
+from .base import BaseIndex, check_k, check_params, check_vectors, pad_value
 from .errors import IndexCorruptedError
 from .persistence import Manifest, OpenOptions, load_npy, write_checksummed
 
@@ -170,6 +190,20 @@ def _stored_ids(index: Any) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- the backend
+@dataclass(frozen=True)
+class _Prepared:
+    """What a search reads: the id map or index (kept alive), the index searched, its raw
+    ``search_c``, the id table (``None`` when FAISS stores the ids), whether it scans every
+    code, and whether the lean path applies (no re-ranking, no score conversion)."""
+
+    owner: Any
+    index: Any
+    search_c: Any
+    table: np.ndarray | None
+    scan: bool
+    lean: bool
+
+
 class FaissIndex(BaseIndex):
     """A FAISS index behind the ``VectorIndex`` interface (see the module doc for kinds)."""
 
@@ -186,7 +220,7 @@ class FaissIndex(BaseIndex):
         super().__init__(dim, metric, fingerprint=fingerprint, keep_vectors=int(params.get("rerank") or 0) > 0)
         self.kind = kind  # one class serves every FAISS kind
         self.params: dict[str, Any] = dict(params)
-        self._labels: tuple[Any, np.ndarray] | None = None  # cached (inner index, id map) for searches
+        self._prepared: _Prepared | None = None  # what a search needs, rebuilt after every change
         self._index: Any = None  # None only for an IVF kind whose nlist waits for the training set
         if not (kind in ("ivf", "ivfpq") and self.params["nlist"] is None):
             self._index = self._make_faiss(self.params.get("nlist"))
@@ -228,7 +262,8 @@ class FaissIndex(BaseIndex):
                 base = faiss.index_factory(d, self.kind, metric)
             except RuntimeError as e:
                 raise ValueError(
-                    f"kind must be one of {(*FAISS_KINDS, 'tree', 'milvus')} or a FAISS index_factory string; "
+                    f"kind must be one of {(*FAISS_KINDS, 'tree', 'annoy', 'scann', 'milvus')} or a FAISS "
+                    "index_factory string; "
                     f"FAISS could not parse {self.kind!r}: {str(e).splitlines()[0]}"
                 ) from None
             if isinstance(base, faiss.IndexIDMap) or faiss.try_extract_index_ivf(base) is not None:
@@ -295,7 +330,7 @@ class FaissIndex(BaseIndex):
     def _add(self, x: np.ndarray, ids: np.ndarray) -> None:
         self._train(x)  # the first add trains (timed by add, not twice)
         self._index.add_with_ids(x, ids)
-        self._labels = None
+        self._prepared = None
 
     def _remove(self, ids: np.ndarray) -> None:
         faiss = _faiss()
@@ -305,7 +340,7 @@ class FaissIndex(BaseIndex):
             removed = self._rebuild_without(ids)
         if removed != len(ids):
             raise RuntimeError(f"FAISS removed {removed} of {len(ids)} ids; index left inconsistent")
-        self._labels = None
+        self._prepared = None
 
     def _rebuild_without(self, ids: np.ndarray) -> int:
         faiss = _faiss()
@@ -356,22 +391,61 @@ class FaissIndex(BaseIndex):
             D = np.cos(np.pi * D / float(self.params["nbits"])).astype(np.float32)
         return D, I
 
-    def _search_faiss(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _prepare(self) -> _Prepared:
+        """The index to search and its id table, cached until the next change."""
         faiss = _faiss()
-        index, labels = self._index, None
+        index, table = self._index, None
         if isinstance(index, faiss.IndexIDMap):
             # search the wrapped index and translate labels in NumPy: IndexIDMap's own search
-            # translates them in an OpenMP loop whose thread wake-up dominates single queries
-            if self._labels is None:
-                # a trailing -1 makes FAISS's "no result" label (-1) translate to -1 in one take
-                id_map = np.append(faiss.vector_to_array(index.id_map).astype(np.int64), -1)
-                self._labels = (faiss.downcast_index(index.index), id_map)
-            index, labels = self._labels
+            # translates them in an OpenMP loop whose thread wake-up dominates single queries;
+            # a trailing -1 makes FAISS's "no result" label (-1) translate to -1 in one take
+            table = np.append(faiss.vector_to_array(index.id_map).astype(np.int64), -1)
+            index = faiss.downcast_index(index.index)
         # graph and IVF searches of one query open no parallel region: only scans are limited
-        small_scan = len(q) < SMALL_BATCH and isinstance(index, faiss.IndexFlatCodes)
-        with faiss_threads(1) if small_scan else contextlib.nullcontext():
-            D, I = index.search(q, k)
-        return D, (labels.take(I) if labels is not None else I)
+        lean = self._vectors is None and self.kind != "lsh"  # no re-ranking, no score conversion
+        self._prepared = _Prepared(
+            self._index, index, index.search_c, table, isinstance(index, faiss.IndexFlatCodes), lean
+        )
+        return self._prepared
+
+    def _search_faiss(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        p = self._prepared or self._prepare()
+        with faiss_threads(1) if p.scan and len(q) < SMALL_BATCH else contextlib.nullcontext():
+            D, I = p.index.search(q, k)
+        return D, (p.table.take(I) if p.table is not None else I)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest stored vectors: ``(scores (n, k) float32, ids (n, k) int64)``, best
+        first, padded with id ``-1`` (see :meth:`BaseIndex.search`).
+
+        Kinds without re-ranking or score conversion take the lean path of the module doc;
+        it returns exactly what FAISS's own search of the index returns."""
+        q = np.asarray(queries, dtype=np.float32)
+        if q.ndim == 1:
+            q = q.reshape(1, -1)
+        k = check_k(k)
+        n = q.shape[0] if q.ndim == 2 else 0
+        p = self._prepared or (self._prepare() if self._index is not None else None)
+        if p is None or not p.lean or q.ndim != 2 or q.shape[1] != self.dim or not q.flags.c_contiguous:
+            return super().search(queries, k)  # the general path: its checks, messages and padding
+        if n == 0 or k > len(self._ids):
+            return super().search(queries, k)
+        if n > 1 and not np.isfinite(q).all():
+            raise ValueError("queries contain NaN or infinite values")
+        faiss = _faiss()
+        D = np.empty((n, k), np.float32)
+        I = np.empty((n, k), np.int64)
+        with faiss_threads(1) if p.scan and n < SMALL_BATCH else contextlib.nullcontext():
+            p.search_c(n, faiss.swig_ptr(q), k, faiss.swig_ptr(D), faiss.swig_ptr(I), None)
+        # a NaN or infinite coordinate makes every distance non-finite: a finite best distance
+        # proves one query finite, only a non-finite one pays for the full test
+        if n == 1 and not (I[0, 0] >= 0 and math.isfinite(D[0, 0])) and not np.isfinite(q).all():
+            raise ValueError("queries contain NaN or infinite values")
+        if p.table is not None:
+            I = p.table.take(I)
+        if (I[0, k - 1] < 0) if n == 1 else bool((I[:, k - 1] < 0).any()):  # best first: gaps at the end
+            D[I < 0] = pad_value(self.metric)
+        return D, I
 
     def _rerank(self, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         assert self._vectors is not None

@@ -2,8 +2,9 @@
 
 ``create(dim, "tree", algorithm="kd_tree" | "ball_tree", leaf_size=40)``.  The search is
 exact: a tree prunes whole boxes (or balls) that cannot hold a closer point, which works in a
-few dimensions and fails in 128, where the query ball touches nearly every box (notebook 04
-measures it).  The tree ranks by Euclidean distance; with ``metric="ip"`` the vectors must be
+few dimensions and fails in hundreds, where the query ball touches nearly every box;
+``distance_counts`` counts the stored vectors a query really compares itself with (notebook
+04 counts them by dimension).  The approximate tree family is the ``annoy`` kind.  The tree ranks by Euclidean distance; with ``metric="ip"`` the vectors must be
 L2-normalised, so that ``|a - b|² = 2 - 2·a·b`` orders them exactly like the inner product,
 and the reported scores are those inner products.
 
@@ -19,7 +20,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from .base import BaseIndex, check_params
+from .base import BaseIndex, check_k, check_params, check_vectors
 from .persistence import Manifest, OpenOptions, load_npy
 
 DEFAULTS: dict[str, Any] = {"algorithm": "kd_tree", "leaf_size": 40}
@@ -56,7 +57,7 @@ class TreeIndex(BaseIndex):
             raise ValueError(f"the tree index has no search parameters, got {sorted(params)}")
         return self
 
-    def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _built(self) -> Any:
         if self._tree is None:
             from sklearn.neighbors import BallTree, KDTree
 
@@ -64,7 +65,26 @@ class TreeIndex(BaseIndex):
             t0 = time.perf_counter()
             self._tree = cls(np.asarray(self._vectors), leaf_size=int(self.params["leaf_size"]))
             self.build_seconds += time.perf_counter() - t0
-        dist, rows = self._tree.query(q, k=k)
+        return self._tree
+
+    def distance_counts(self, queries: np.ndarray, k: int) -> np.ndarray:
+        """How many stored vectors each query's exact search computes a distance to: ``(n,)``
+        int64, from scikit-learn's ``get_n_calls`` (point-to-point distances; the tree's
+        per-dimension bounds are not counted).  A linear scan computes ``len(self)``."""
+        q = check_vectors(queries, self.dim, "queries")
+        k = min(check_k(k), len(self))
+        out = np.zeros(len(q), np.int64)
+        if k == 0:
+            return out
+        tree = self._built()
+        for i in range(len(q)):
+            tree.reset_n_calls()
+            tree.query(q[i : i + 1], k=k)
+            out[i] = tree.get_n_calls()
+        return out
+
+    def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        dist, rows = self._built().query(q, k=k)
         d2 = (dist**2).astype(np.float32)
         scores = 1.0 - d2 / 2.0 if self.metric == "ip" else d2
         return scores.astype(np.float32), self._ids[rows]
