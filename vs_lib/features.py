@@ -270,7 +270,7 @@ class Preprocess:
 
     def _per_image(self, images: ImageBatch) -> torch.Tensor:
         if isinstance(images, (list, tuple)) and all(isinstance(im, Image.Image) for im in images):
-            pils: list[Image.Image] = list(images)  # type: ignore[arg-type]
+            pils: list[Image.Image] = list(images)
         else:
             batch = to_uint8_batch(images, self.mode)
             pils = [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in batch]

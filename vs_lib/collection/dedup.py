@@ -122,8 +122,8 @@ def embedding_pairs(vectors: np.ndarray, min_cosine: float, k: int = NEIGHBOURS,
     n = len(v)
     if n < 2:
         return np.zeros((0, 2), np.int64)
-    kind, params = ("ivf", {"nprobe": 8}) if n >= IVF_FROM else ("flat", {})
-    idx = vindex.create(v.shape[1], kind, **params)
+    params: dict[str, Any] = {"nprobe": 8} if n >= IVF_FROM else {}
+    idx = vindex.create(v.shape[1], "ivf" if n >= IVF_FROM else "flat", **params)
     idx.add(v, np.arange(n, dtype=np.int64))
     kk = min(n, int(k) + 1)
     parts_i, parts_j = [], []

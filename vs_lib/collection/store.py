@@ -83,6 +83,8 @@ class CollectionState:
     dim: int
     records: list[FileRecord]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, int, int, str]] = field(default_factory=list)  # (path, size, mtime_ns, why): not retried
+    model_file: list[Any] | None = None  # [path, size, mtime_ns] of the encoder file the vectors came from
     postprocess: str = "centre"
     vectors_file: str | None = None
     vectors_sha256: str | None = None
@@ -140,6 +142,8 @@ class CollectionState:
             "vectors_sha256": self.vectors_sha256,
             "updated": self.updated,
             "skipped": [list(s) for s in self.skipped],
+            "failed": [list(f) for f in self.failed],
+            "model_file": self.model_file,
             "files": [[r.path, r.size, r.mtime_ns, r.sha256, f"{r.phash:016x}"] for r in self.records],
         }
 
@@ -163,6 +167,8 @@ class CollectionState:
                 dim=int(d["dim"]),
                 records=records,
                 skipped=[(str(a), str(b)) for a, b in d.get("skipped", [])],
+                failed=[(str(p), int(sz), int(m), str(w)) for p, sz, m, w in d.get("failed", [])],
+                model_file=d.get("model_file"),
                 postprocess=d.get("postprocess", "centre"),
                 vectors_file=d.get("vectors_file"),
                 vectors_sha256=d.get("vectors_sha256"),

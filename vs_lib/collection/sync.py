@@ -62,7 +62,9 @@ class SyncReport:
     ``moved`` (known content at a new path: moved, renamed or copied), ``touched`` (new
     mtime, same content), ``removed``, ``unchanged``; ``embedded`` (decoded and run through
     the encoder), ``reused`` (vectors taken from the previous state or an interrupted run);
-    ``skipped`` ``(path, reason)``; ``ignored`` non-image files; ``seconds``; ``saved``
+    ``skipped`` ``(path, reason)`` found by the scan or unreadable, ``failed`` ``(path, size,
+    mtime_ns, reason)`` read but not decodable (retried only once they change); ``ignored``
+    non-image files; ``seconds``; ``saved``
     (False when nothing changed and nothing was written)."""
 
     name: str
@@ -78,6 +80,7 @@ class SyncReport:
     embedded: int = 0
     reused: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, int, int, str]] = field(default_factory=list)
     ignored: int = 0
     seconds: float = 0.0
     saved: bool = False
@@ -91,11 +94,14 @@ class SyncReport:
             f"{self.removed} removed, {self.unchanged} unchanged; {self.embedded} embedded, "
             f"{self.reused} vectors reused; {self.ignored} other files ignored; {self.seconds:.2f} s"
         )
-        if self.skipped:
-            head += f"\n  skipped {len(self.skipped)} file(s):" + "".join(
-                f"\n    {p}: {why}" for p, why in self.skipped
-            )
+        bad = self.all_skipped()
+        if bad:
+            head += f"\n  skipped {len(bad)} file(s):" + "".join(f"\n    {p}: {why}" for p, why in bad)
         return head
+
+    def all_skipped(self) -> list[tuple[str, str]]:
+        """Every file left out, ``(path, reason)``, by path."""
+        return sorted(self.skipped + [(p, why) for p, _, _, why in self.failed])
 
 
 # --------------------------------------------------------------------------- encoders by name
@@ -105,14 +111,68 @@ def default_name(folder: str | os.PathLike[str], model: str = "photo") -> str:
     return base if model == "photo" else safe_name(f"{base}-{Path(model).stem}")
 
 
-def load_model(model: str, folder: str | os.PathLike[str] | None = None) -> tuple[Any, Path]:
-    """``(encoder, file)`` for a model name: ``"photo"`` (the ImageNet photo encoder),
+class ModelHandle:
+    """An encoder by name, loaded only when needed: a sync where nothing changed never loads it.
+
+    ``file_stat``: ``[path, size, mtime_ns]`` of its file; a collection made from a file
+    with the same stat trusts its recorded fingerprint instead of loading the weights.
+    """
+
+    def __init__(self, name: str, path: Path | None, encoder: Any = None):
+        self.name, self.path = name, path
+        self._encoder = encoder
+        self._fingerprint: str | None = None
+        self._dim: int | None = None
+
+    @property
+    def file_stat(self) -> list[Any] | None:
+        if self.path is None or not self.path.exists():
+            return None
+        st = self.path.stat()
+        return [str(self.path), int(st.st_size), int(st.st_mtime_ns)]
+
+    def trust(self, fingerprint: str, dim: int) -> None:
+        """Take the fingerprint recorded for this very file instead of loading the weights."""
+        self._fingerprint, self._dim = fingerprint, dim
+
+    @property
+    def encoder(self) -> Any:
+        if self._encoder is None:
+            from .. import models, photo
+
+            if self.name == "photo":
+                self._encoder = photo.ensure_photo_encoder()
+            elif self.path is not None:
+                self._encoder = models.load_encoder(self.path)
+            else:
+                raise CollectionError(f"no file for the encoder {self.name!r}")
+            if self._fingerprint is not None and self._encoder.fingerprint != self._fingerprint:
+                raise CollectionError(f"the encoder file {self.path} changed during the sync; run index again")
+        return self._encoder
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint or str(self.encoder.fingerprint)
+
+    @property
+    def dim(self) -> int:
+        return self._dim or int(self.encoder.dim)
+
+    def embed(self, images: Any, batch_size: int = 32) -> np.ndarray:
+        return np.asarray(self.encoder.embed(images, batch_size=batch_size), np.float32)
+
+
+def resolve_model(model: str, folder: str | os.PathLike[str] | None = None) -> ModelHandle:
+    """The :class:`ModelHandle` of a model name: ``"photo"`` (the ImageNet photo encoder),
     ``"adapted"`` (the folder's adapted encoder, made by ``train --folder``), the path of an
     encoder file, or ``NAME`` for ``<models_dir>/NAME.pt``."""
-    from .. import models, photo
+    from .. import photo
 
     if model == "photo":
-        return photo.ensure_photo_encoder(), photo.photo_model_path()
+        handle = ModelHandle("photo", photo.photo_model_path())
+        if handle.file_stat is None:
+            handle.encoder  # noqa: B018 - builds the encoder and writes its file
+        return handle
     if model == "adapted":
         from ..train.folder import adapted_model_path
 
@@ -124,7 +184,7 @@ def load_model(model: str, folder: str | os.PathLike[str] | None = None) -> tupl
                 f"no adapted model for {folder} yet: run `python -m vs_lib train --folder {folder} "
                 "--positives self_supervised` first"
             )
-        return models.load_encoder(path), path
+        return ModelHandle("adapted", path)
     path = Path(model)
     if not (path.suffix == ".pt" and path.exists()):
         path = config.models_dir() / f"{model}.pt"
@@ -132,7 +192,13 @@ def load_model(model: str, folder: str | os.PathLike[str] | None = None) -> tupl
         raise CollectionError(
             f"no encoder {model!r} (looked for {path}); use photo, adapted, a file or a trained model"
         )
-    return models.load_encoder(path), path
+    return ModelHandle(model, path)
+
+
+def load_model(model: str, folder: str | os.PathLike[str] | None = None) -> tuple[Any, Path | None]:
+    """``(encoder, file)`` for a model name (see :func:`resolve_model`), loaded."""
+    handle = resolve_model(model, folder)
+    return handle.encoder, handle.path
 
 
 def open_state(
@@ -194,6 +260,7 @@ def _plan(
 
     by_path = {r.path: (i, r) for i, r in enumerate(prev.records)} if prev else {}
     by_sha = {r.sha256: i for i, r in enumerate(prev.records)} if prev else {}
+    failed = {p: (size, mtime, why) for p, size, mtime, why in prev.failed} if prev else {}
     kept: list[tuple[FileRecord, int]] = []
     to_hash = []
     for f in scan.files:
@@ -201,6 +268,8 @@ def _plan(
         if hit and (hit[1].size, hit[1].mtime_ns) == (f.size, f.mtime_ns):
             kept.append((hit[1], hit[0]))
             report.unchanged += 1
+        elif f.path in failed and failed[f.path][:2] == (f.size, f.mtime_ns):  # unusable last time, unchanged since
+            report.failed.append((f.path, f.size, f.mtime_ns, failed[f.path][2]))
         else:
             to_hash.append(f)
     to_embed: list[tuple[folders.FileStat, str, bool]] = []
@@ -225,7 +294,8 @@ def _plan(
         else:
             to_embed.append((st, sha, known))
     scanned = {f.path for f in scan.files}
-    report.removed = sum(1 for p in by_path if p not in scanned)
+    still_here = {r.sha256 for r, _ in kept}  # a moved file's old path is not counted as removed
+    report.removed = sum(1 for p, (_, r) in by_path.items() if p not in scanned and r.sha256 not in still_here)
     return kept, to_embed
 
 
@@ -256,9 +326,10 @@ def _embed_new(
         result = embed_files(
             encoder, scan.folder, todo, on_batch=lambda part: _write_pending(pending, part), **embed_kwargs
         )
+        stats = {st.path: st for st, _, _ in to_embed}
         for i, path in enumerate(result.paths):
             if result.errors[i]:
-                report.skipped.append((path, result.errors[i]))
+                report.failed.append((path, stats[path].size, stats[path].mtime_ns, result.errors[i]))
                 continue
             rec = FileRecord(path, int(result.size[i]), int(result.mtime_ns[i]), result.sha256[i], int(result.phash[i]))
             rows.append((rec, result.embeddings[i]))
@@ -284,7 +355,7 @@ def index_folder(
 ) -> SyncReport:
     """Bring the collection of ``folder`` up to date (see the module doc) and save it.
 
-    ``name``: default :func:`default_name`; ``model``: see :func:`load_model` (or pass an
+    ``name``: default :func:`default_name`; ``model``: see :func:`resolve_model` (or pass an
     ``encoder`` object, which then names itself); ``engine``: ``"inprocess"`` or ``"ray"``
     (``address`` for a cluster).  A different encoder than the saved one re-embeds every
     file.  Raises ``FileNotFoundError`` / ``NotADirectoryError`` for a bad folder and
@@ -297,11 +368,11 @@ def index_folder(
             f" ({len(scan.skipped)} unusable, {len(scan.ignored)} other files)" if scan.skipped or scan.ignored else ""
         )
         raise CollectionError(f"no image files ({folders.FORMATS}) under {scan.folder}{listed}")
-    encoder_path: Path | None = None
     if encoder is None:
-        encoder, encoder_path = load_model(model, scan.folder)
+        handle = resolve_model(model, scan.folder)
     else:
         model = getattr(encoder, "name", model)
+        handle = ModelHandle(model, None, encoder)
     name = name or default_name(scan.folder, model)
     root = collection_dir(name)
     with lock(root):
@@ -312,19 +383,21 @@ def index_folder(
             raise CollectionError(
                 f"the collection {name!r} indexes {prev.folder}, not {scan.folder}: choose another --name"
             )
-        if prev is not None and prev.fingerprint != encoder.fingerprint:
+        if prev is not None and handle.file_stat is not None and prev.model_file == handle.file_stat:
+            handle.trust(prev.fingerprint, prev.dim)  # the very encoder file of last time: no need to load it
+        if prev is not None and prev.fingerprint != handle.fingerprint:
             prev = None  # another encoder: vectors of two models never mix
         report = SyncReport(name, str(scan.folder), model, 0, skipped=list(scan.skipped), ignored=len(scan.ignored))
         kept, to_embed = _plan(scan, prev, report, progress)
-        pending = _pending_dir(root, encoder.fingerprint)
+        pending = _pending_dir(root, handle.fingerprint)
         new_rows = _embed_new(
-            encoder,
+            handle,
             scan,
             to_embed,
             pending,
             report,
             engine=engine,
-            encoder_path=encoder_path,
+            encoder_path=handle.path,
             address=address,
             batch_size=batch_size,
             progress=progress,
@@ -334,19 +407,30 @@ def index_folder(
         report.path = str(root)
         if report.total == 0:
             raise CollectionError(f"none of the image files under {scan.folder} could be used:\n" + report.summary())
+        changed = prev is None or bool(report.removed) or len(kept) != report.unchanged or bool(new_rows)
+        report.failed.sort()
         if (
-            prev is None
-            or report.removed
-            or len(kept) != report.unchanged
-            or new_rows
-            or report.skipped != prev.skipped
-        ):
-            rows = sorted(
-                [(r, prev.vectors[i]) for r, i in kept] if prev is not None else [], key=lambda rv: rv[0].path
+            changed
+            or prev is None
+            or (prev.skipped, prev.failed, prev.model_file)
+            != (
+                report.skipped,
+                report.failed,
+                handle.file_stat,
             )
-            rows = sorted(rows + new_rows, key=lambda rv: rv[0].path)
+        ):
+            old = [(r, prev.vectors[i]) for r, i in kept] if prev is not None else []
+            rows = sorted(old + new_rows, key=lambda rv: rv[0].path)
             state = CollectionState(
-                name, str(scan.folder), model, encoder.fingerprint, encoder.dim, [r for r, _ in rows], report.skipped
+                name,
+                str(scan.folder),
+                model,
+                handle.fingerprint,
+                handle.dim,
+                [r for r, _ in rows],
+                report.skipped,
+                report.failed,
+                handle.file_stat,
             )
             state.set_vectors(np.stack([v for _, v in rows]))
             state.save(root)
@@ -374,15 +458,18 @@ def index_main(args: argparse.Namespace) -> int:
     """``index --folder DIR``: sync the collection and print what changed (exit 2 on bad input)."""
     import sys
 
+    from ..models import torch_threads
+
     try:
-        report = index_folder(
-            args.folder,
-            name=args.name,
-            model=args.model or "photo",
-            engine=args.engine,
-            address=args.address,
-            progress=not args.json,
-        )
+        with torch_threads(None):  # this process is ours: every core on a quiet machine, one on a busy one
+            report = index_folder(
+                args.folder,
+                name=args.name,
+                model=args.model or "photo",
+                engine=args.engine,
+                address=args.address,
+                progress=not args.json,
+            )
     except (CollectionError, FileNotFoundError, NotADirectoryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
