@@ -106,7 +106,7 @@ def hash_pairs(hashes: np.ndarray, threshold: int) -> np.ndarray:
     idx.nflip = int(threshold) // 4
     idx.add(codes)
     lims, _, found = idx.range_search(codes, int(threshold) + 1)  # distances < radius
-    rows = np.repeat(np.arange(len(h), dtype=np.int64), np.diff(lims))
+    rows = np.repeat(np.arange(len(h), dtype=np.int64), np.diff(lims).astype(np.int64))
     return _unique_pairs(rows, found.astype(np.int64))
 
 
@@ -214,6 +214,7 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--min-cosine", type=float, default=None, help="also link images this similar (e.g. 0.95)")
     parser.add_argument("--name", default=None, help="collection name (default: the folder's own name)")
+    parser.add_argument("--model", default="photo", help="encoder of the collection (default photo)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--sheet", type=Path, default=None, help="write a contact sheet (PNG) of the groups")
 
@@ -225,7 +226,7 @@ def cli_main(args: argparse.Namespace) -> int:
     try:
         if not 0 <= args.threshold <= 32:
             raise CollectionError(f"--threshold is a number of bits between 0 and 32, got {args.threshold}")
-        sync = index_folder(args.folder, name=args.name, progress=not args.json)
+        sync = index_folder(args.folder, name=args.name, model=args.model, progress=not args.json)
         coll = Collection.open(name=sync.name)
         report = find_duplicates(coll, args.threshold, args.min_cosine)
     except (CollectionError, FileNotFoundError, NotADirectoryError) as e:

@@ -140,10 +140,18 @@ class Collection:
 
     @classmethod
     def open(
-        cls, folder: str | os.PathLike[str] | None = None, name: str | None = None, model: str | None = None
+        cls,
+        folder: str | os.PathLike[str] | None = None,
+        name: str | None = None,
+        model: str | None = None,
+        *,
+        encoder: Any = None,
     ) -> Collection:
-        """The collection named ``name``, or the one that indexes ``folder`` (with ``model``, if given)."""
-        return cls(open_state(folder, name, model))
+        """The collection named ``name``, or the one that indexes ``folder`` (with ``model``, if given).
+
+        ``encoder``: the encoder object to embed queries with (default: loaded by the model's name).
+        """
+        return cls(open_state(folder, name, model), encoder=encoder)
 
     # ----- what it holds
     @property

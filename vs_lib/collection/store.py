@@ -95,7 +95,7 @@ class CollectionState:
     # ----- vectors
     @property
     def vectors(self) -> np.ndarray:
-        """(n, dim) float32 L2-normalised, row i the embedding of ``records[i]`` (read-only)."""
+        """(n, dim) float32 L2-normalised, row i the embedding of ``records[i]`` (treat as read-only)."""
         if self._vectors is None:
             if not self.records:
                 self._vectors = np.zeros((0, self.dim), np.float32)
@@ -123,7 +123,6 @@ class CollectionState:
         v = np.ascontiguousarray(vectors, np.float32)
         if v.shape != (len(self.records), self.dim):
             raise ValueError(f"vectors must be ({len(self.records)}, {self.dim}), got {v.shape}")
-        v.setflags(write=False)
         self._vectors = v
 
     # ----- persistence
