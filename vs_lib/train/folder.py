@@ -233,7 +233,9 @@ def adapt_to_folder(
         enc = load_encoder(path)
         return AdaptResult(path, True, enc, list(enc.metadata.get("losses", [])), time.perf_counter() - t0, len(coll))
     images = [coll.image(p) for p in coll.paths()]
-    vectors = coll.state.vectors  # the frozen encoder's raw embeddings: mined look-alikes
+    vectors = np.array(
+        coll.state.vectors, dtype=np.float32
+    )  # the frozen raw embeddings (a writable copy): mined look-alikes
     k = min(cfg.neighbours, len(coll) - 1)
     _, neighbours = exact_topk(vectors, vectors, k, exclude=np.arange(len(coll)))
     maps = view_maps(base, images, cfg, progress)
