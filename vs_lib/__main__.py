@@ -22,6 +22,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("vs_lib.api", "run the HTTP search service and web page"),
     "embed": ("vs_lib.scale", "embed the corpus in-process or as a Ray Data job, to Parquet"),
     "report": ("vs_lib.report", "execute every notebook with papermill into reports/ (executed .ipynb and HTML)"),
+    # a folder of your own images (vs_lib.collection); `index --folder DIR` indexes one
+    "search": ("vs_lib.collection.search", "search a collection (a folder of your own images) by image or crop"),
+    "dedup": ("vs_lib.collection.dedup", "list exact and near-duplicate images of a folder"),
 }
 
 

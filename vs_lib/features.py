@@ -57,8 +57,8 @@ class ImageInputError(ValueError):
 def to_mode(image: Image.Image, mode: str = "L") -> Image.Image:
     """Convert a PIL image of any mode to ``mode`` (``"L"`` or ``"RGB"``).
 
-    - transparency (``RGBA``, ``LA``, ``P`` with a transparent colour) is composited on
-      white, as a product photo's background would be;
+    - transparency (``RGBA``, ``LA``, ``P`` with a transparent colour, ``RGB``/``L`` with a
+      transparent colour key) is composited on white, as a product photo's background would be;
     - 16-bit / 32-bit integer (``I;16``, ``I``) and float (``F``) images are rescaled
       linearly from their own min..max to 0..255 (PIL's own conversion would clip);
     - ``CMYK``, ``P``, ``1`` go through PIL's conversion.
@@ -74,7 +74,7 @@ def to_mode(image: Image.Image, mode: str = "L") -> Image.Image:
         scaled = np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo) * 255.0
         image = Image.fromarray(np.round(scaled).astype(np.uint8))
         m = "L"
-    if m == "P":
+    if m == "P" or (m in ("RGB", "L") and "transparency" in image.info):  # palette, or a tRNS colour key
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
         m = image.mode
     if m in ("RGBA", "LA", "PA"):
@@ -139,6 +139,45 @@ def _channels_to(a: np.ndarray, channels: int) -> np.ndarray:
     return np.repeat(a, 3, axis=-1)
 
 
+# --------------------------------------------------------------------------- geometry
+GEOMETRIES = ("squash", "pad", "center_crop")
+_RESAMPLING = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+_FRAMING_DEFAULTS: dict[str, Any] = {
+    "geometry": "squash",
+    "interpolation": "bilinear",
+    "crop_fraction": 0.875,
+    "fill": 255,
+}
+
+
+def pad_to_square(image: Image.Image, fill: int = 255) -> Image.Image:
+    """``image`` centred on a square canvas of its longer side, filled with ``fill`` (white)."""
+    w, h = image.size
+    if w == h:
+        return image
+    side = max(w, h)
+    colour: int | tuple[int, ...] = fill if image.mode == "L" else (fill,) * len(image.getbands())
+    canvas = Image.new(image.mode, (side, side), colour)
+    canvas.paste(image, ((side - w) // 2, (side - h) // 2))
+    return canvas
+
+
+def center_crop_box(width: int, height: int, fraction: float = 0.875) -> tuple[int, int, int, int]:
+    """The centred square of ``fraction`` of the shorter side, as a PIL box ``(left, top, right, bottom)``.
+
+    TensorFlow's EfficientNet evaluation crop: side ``int(fraction * min(w, h))``, offsets
+    rounded up (``(w - side + 1) // 2``).
+    """
+    side = max(1, int(fraction * min(width, height)))
+    top, left = (height - side + 1) // 2, (width - side + 1) // 2
+    return left, top, left + side, top + side
+
+
 # --------------------------------------------------------------------------- statistics
 def fit_normalisation(images: np.ndarray) -> tuple[float, float]:
     """Mean and standard deviation of pixel values in [0, 1] over training images (uint8)."""
@@ -153,6 +192,14 @@ class Preprocess:
 
     ``size``: (H, W) the model reads; ``mode``: ``"L"`` or ``"RGB"``; ``mean``/``std``:
     z-score statistics (per channel, in [0, 1] units) from the training images.
+
+    How an image of any shape becomes ``size`` (``geometry``, one of :data:`GEOMETRIES`):
+    ``"squash"`` resizes it whatever its aspect ratio (the default, right for the square
+    Fashion-MNIST images); ``"pad"`` first pads it to a square with ``fill`` (white), so an
+    elongated object stays whole; ``"center_crop"`` first keeps the centred square of
+    ``crop_fraction`` of the shorter side (ImageNet's evaluation crop, 224 of 256).  Any
+    geometry but ``"squash"``, or an ``interpolation`` other than ``"bilinear"``, runs on PIL
+    images one by one (:meth:`frame`), with PIL's resampling filter of that name.
     """
 
     size: tuple[int, int] = (28, 28)
@@ -160,6 +207,10 @@ class Preprocess:
     mean: tuple[float, ...] = (0.2860,)
     std: tuple[float, ...] = (0.3530,)
     antialias: bool = True
+    geometry: str = "squash"
+    interpolation: str = "bilinear"
+    crop_fraction: float = 0.875
+    fill: int = 255
     _compose: v2.Compose | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -174,6 +225,13 @@ class Preprocess:
             raise ValueError(
                 f"Preprocess: mode must be L or RGB with one mean/std per channel, got {self.mode} {self.mean} {self.std}"
             )
+        if self.geometry not in GEOMETRIES or self.interpolation not in _RESAMPLING:
+            raise ValueError(
+                f"Preprocess: geometry must be one of {GEOMETRIES} and interpolation one of {sorted(_RESAMPLING)}, "
+                f"got {self.geometry!r} and {self.interpolation!r}"
+            )
+        if not 0 < self.crop_fraction <= 1:
+            raise ValueError(f"Preprocess: crop_fraction must be in (0, 1], got {self.crop_fraction}")
 
     @property
     def channels(self) -> int:
@@ -193,8 +251,41 @@ class Preprocess:
             self._compose = v2.Compose(list(self.steps().values()))
         return self._compose
 
+    @property
+    def per_image(self) -> bool:
+        """True when images go through PIL one by one (:meth:`frame`) rather than as one tensor batch."""
+        return self.geometry != "squash" or self.interpolation != "bilinear"
+
+    def frame(self, image: Image.Image) -> Image.Image:
+        """One PIL image → a PIL image of ``size`` in ``mode``: colour mode, then ``geometry``, then resize."""
+        im = to_mode(image, self.mode)
+        if self.geometry == "pad":
+            im = pad_to_square(im, self.fill)
+        elif self.geometry == "center_crop":
+            im = im.crop(center_crop_box(*im.size, self.crop_fraction))
+        h, w = self.size
+        if im.size != (w, h):
+            im = im.resize((w, h), _RESAMPLING[self.interpolation])
+        return im
+
+    def _per_image(self, images: ImageBatch) -> torch.Tensor:
+        if isinstance(images, (list, tuple)) and all(isinstance(im, Image.Image) for im in images):
+            pils: list[Image.Image] = list(images)
+        else:
+            batch = to_uint8_batch(images, self.mode)
+            pils = [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in batch]
+        h, w = self.size
+        out = np.empty((len(pils), h, w, self.channels), dtype=np.uint8)
+        for i, im in enumerate(pils):
+            a = np.asarray(self.frame(im))
+            out[i] = a[..., None] if a.ndim == 2 else a
+        t = torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
+        return v2.functional.normalize(t, list(self.mean), list(self.std))
+
     def __call__(self, images: ImageBatch) -> torch.Tensor:
         """Images → float32 tensor ``(n, C, H, W)``, z-scored."""
+        if self.per_image:
+            return self._per_image(images)
         batch = to_uint8_batch(images, self.mode)
         if isinstance(batch, list):  # mixed sizes: resize one by one
             if not batch:
@@ -210,6 +301,9 @@ class Preprocess:
         d = asdict(self)
         d.pop("_compose")
         d["size"], d["mean"], d["std"] = list(self.size), list(self.mean), list(self.std)
+        for key, default in _FRAMING_DEFAULTS.items():  # written only when set: older files stay identical
+            if d[key] == default:
+                d.pop(key)
         return d
 
     @classmethod
@@ -220,6 +314,7 @@ class Preprocess:
             mean=tuple(d["mean"]),
             std=tuple(d["std"]),
             antialias=d.get("antialias", True),
+            **{key: d.get(key, default) for key, default in _FRAMING_DEFAULTS.items()},
         )
 
     def invert(self, x: torch.Tensor) -> np.ndarray:

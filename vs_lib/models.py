@@ -16,6 +16,8 @@ Networks (``arch["kind"]``):
   optionally followed by a linear projection (for fine-tuning).
 - ``"pixels"``: the z-scored pixels themselves, flattened; ``"pca"``: their projection on
   the top principal components of the training images (fitted, stored as a linear layer).
+- ``"photo"``: EfficientNet-Lite0 at its native 224 px for folders of colour photos, built
+  for inference (:mod:`vs_lib.photo`).
 
 Baselines are Encoders too (:func:`baseline_encoder`), so every evaluation treats them
 exactly like trained models.  :class:`Encoder` is the library's implementation of the
@@ -214,6 +216,10 @@ def build_network(arch: dict[str, Any], pretrained: bool | None = None) -> nn.Mo
         return Flatten()
     if kind == "pca":
         return LinearProjection(arch["n_in"], arch["dim"])
+    if kind == "photo":  # the 224-px photo encoder, see vs_lib.photo
+        from .photo import build_photo_network
+
+        return build_photo_network(arch, pretrained=bool(pretrained))
     raise EncoderFileError(f"unknown architecture kind {kind!r}")
 
 
@@ -335,7 +341,7 @@ class Encoder:
 
             starts = iter(tqdm(starts, desc=f"embed {self.name}", unit="batch"))
         # channels_last is much faster for conv nets on CPU; a no-op for the others
-        channels_last = self.arch.get("kind") in ("cnn", "resnet", "efficientnet")
+        channels_last = self.arch.get("kind") in ("cnn", "resnet", "efficientnet", "photo")
         net = self.network.eval()
         with torch.inference_mode():
             for s in starts:

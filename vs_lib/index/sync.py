@@ -184,7 +184,9 @@ CLI_HELP = "embed every image not yet indexed and add it to the vector index (re
 
 def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help=f"encoder name, loads <models_dir>/<NAME>.pt (default {DEFAULT_MODEL})"
+        "--model",
+        default=None,
+        help=f"encoder name, loads <models_dir>/<NAME>.pt (default {DEFAULT_MODEL}; with --folder: photo)",
     )
     parser.add_argument(
         "--kind", default="flat", help=f"index kind: one of {', '.join(KINDS)} or a FAISS factory string (default flat)"
@@ -199,10 +201,19 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
         help="rebuild automatically when the saved index was made by another encoder (make index uses it)",
     )
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    from ..collection.sync import add_index_arguments  # --folder DIR: a collection of the user's own images
+
+    add_index_arguments(parser)
 
 
 def cli_main(args: argparse.Namespace) -> int:
     from .. import models
+
+    if getattr(args, "folder", None) is not None:  # a folder of the user's own images: vs_lib.collection
+        from ..collection.sync import index_main
+
+        return index_main(args)
+    args.model = args.model or DEFAULT_MODEL
 
     model_path = config.models_dir() / f"{args.model}.pt"
     if not model_path.exists():

@@ -26,9 +26,16 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, default=0, help="torch threads (default 0: every core, or 1 when the machine is busy)"
     )
+    parser.add_argument(
+        "--folder", type=Path, default=None, help="adapt the photo encoder to this folder (vs_lib.train.folder)"
+    )
 
 
 def cli_main(args: argparse.Namespace) -> int:
+    if args.folder is not None:  # a folder of the user's own images: label-free adaptation of the photo encoder
+        from .folder import folder_main
+
+        return folder_main(args)
     cfg = default_config(args.positives, args.profile, args.backbone)
     if args.minutes is not None:
         cfg.minutes, cfg.epochs = args.minutes, None
