@@ -1,3 +1,8 @@
+import json
+import math
+import re
+from pathlib import Path
+
 import pytest
 
 pytestmark = [pytest.mark.notebooks, pytest.mark.ray]
@@ -25,3 +30,44 @@ def test_scaling_notebook(run_notebook):
     assert {p["encoding"] for p in plan} >= {"float32", "PQ16", "binary"} and len({p["n_images"] for p in plan}) == 2
     f32 = next(p for p in plan if p["encoding"] == "float32" and p["n_images"] == 100e9)
     assert f32["total_tb"] == pytest.approx(100e9 * (4 * d + 8) / 1e12, rel=1e-6)
+    # sign bits after a random rotation: the share of differing bits estimates θ/π (random-hyperplane
+    # LSH); its per-pair error is binomial over d bits, E|error| <= sqrt(1/(4d)) (Jensen)
+    fit = r["binary_angle_fit"]
+    assert fit["random"]["mean_abs_error_vs_theta_over_pi"] < math.sqrt(1 / (4 * d)) + 0.01, fit
+    assert set(r["binary_recall_by_rotation"]) == {"axes", "random", "itq"}
+    assert all(0 <= v <= 1 for v in r["binary_recall_by_rotation"].values())
+    # 1 vs 2 threads measured on one index; the plan's efficiency is the 2-thread one, capped at 1
+    one, two = r["thread_scaling"]
+    assert (one["threads"], two["threads"]) == (1, 2) and one["N"] == two["N"] > 0
+    assert two["speedup"] == pytest.approx(two["qps"] / one["qps"])
+    assert r["thread_efficiency"] == pytest.approx(min(1.0, two["qps"] / one["qps"] / 2))
+    # the plan's query load recomputed from the measured growth (largest N) and the measured slope
+    enc = r["capacity_plan_encoding"]
+    row = next(p for p in plan if p["encoding"] == enc and p["n_images"] == 100e9)
+    shards = math.ceil(100e9 * (b[enc] + 8) / (256e9 * 0.7))
+    assert row["shards"] == shards
+    n_max, qps_max = growth[-1]["N"], growth[-1]["qps"]
+    for law, qps_core in (
+        ("fitted", qps_max * (100e9 / shards / n_max) ** r["growth_slopes"]["qps"]),
+        ("sqrt", qps_max * math.sqrt(n_max / (100e9 / shards))),
+    ):
+        for eff_name, eff in (("linear", 1.0), ("measured", r["thread_efficiency"])):
+            replicas = max(2, math.ceil(50_000 / (qps_core * 32 * eff)))
+            assert row[f"machines_{law}_{eff_name}"] == shards * replicas, (law, eff_name)
+
+
+def test_scaling_markdown_states_no_measured_numbers():
+    """Decimal numbers and percentages in the Markdown are inputs of the lesson, listed here."""
+    allowed = {"0.5"}  # the exponent of the assumed √N law
+    found = markdown_numbers(Path(__file__).parents[1] / "notebooks" / "09_scaling.ipynb")
+    assert set(found) <= allowed, set(found) - allowed
+
+
+NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?\s?%|(?<![\w.])\d+\.\d+(?![\w.])")
+
+
+def markdown_numbers(path: Path) -> list[str]:
+    """Decimal numbers and percentages in a notebook's Markdown cells, outside code spans."""
+    cells = json.loads(path.read_text())["cells"]
+    text = [re.sub(r"`[^`]*`", "", "".join(c["source"])) for c in cells if c["cell_type"] == "markdown"]
+    return [m.group() for t in text for m in NUMBER.finditer(t)]

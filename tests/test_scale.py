@@ -199,6 +199,84 @@ def test_capacity_plan_arithmetic():
     assert bare["shards"] == math.ceil(1e9 * 520 / (256e9 * 0.7)) and bare["machines"] is None
 
 
+def test_capacity_plan_thread_efficiency_scales_the_shard_speed():
+    kw = dict(ram_per_machine_gb=100, usable_fraction=0.5, qps_at=lambda n: 1e9 / n, peak_qps=10_000)
+    (full,) = scale.capacity_plan(100e9, {"PQ16": 16.0}, cores_per_machine=10, **kw)
+    (half,) = scale.capacity_plan(100e9, {"PQ16": 16.0}, cores_per_machine=10, thread_efficiency=0.5, **kw)
+    assert half.qps_per_shard == pytest.approx(full.qps_per_shard / 2)
+    assert half.replicas == math.ceil(10_000 / (1e9 / (100e9 / 48) * 10 * 0.5)) > full.replicas
+    with pytest.raises(ValueError, match="thread_efficiency"):
+        scale.capacity_plan(1e9, {"PQ16": 16.0}, thread_efficiency=0)
+
+
+# ---------------------------------------------------------------------- rotations before the signs
+def _anisotropic(n: int, d: int = 64, seed: int = 0) -> np.ndarray:
+    """Unit vectors whose variance sits on a few axes, as a trained embedding's often does."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d)) * np.r_[np.full(6, 4.0), np.full(d - 6, 0.4)]
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_random_rotation_is_orthogonal_and_makes_bits_estimate_the_angle():
+    from vs_lib.scale import binary
+
+    x = _anisotropic(4000)
+    f = binary.sign_transform("random", x, seed=3)
+    y = f(x)
+    # an orthogonal map keeps every inner product (checked on NumPy's Gram matrices)
+    np.testing.assert_allclose(y[:50] @ y[:50].T, x[:50] @ x[:50].T, atol=1e-5)
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, len(x), (2, 4000))
+    theta = np.arccos(np.clip(np.einsum("nd,nd->n", x[a], x[b]), -1, 1))
+
+    def share(z: np.ndarray) -> np.ndarray:  # differing signs, counted without vs_lib
+        return ((z[a] > 0) != (z[b] > 0)).mean(1)
+
+    # random hyperplanes: P(a bit differs) = θ/π, so the mean over pairs matches the mean of θ/π
+    assert abs(share(y).mean() - (theta / np.pi).mean()) < 0.01
+    # on the data's own axes the estimate is biased: a few axes decide most bits
+    assert np.abs(share(x) - theta / np.pi).mean() > 1.5 * np.abs(share(y) - theta / np.pi).mean()
+    assert binary.sign_transform("axes", x)(x) is not None
+    with pytest.raises(ValueError, match="sign transform"):
+        binary.sign_transform("pca", x)
+
+
+def test_rotations_raise_binary_recall_on_anisotropic_embeddings():
+    from vs_lib.scale import binary
+
+    x = _anisotropic(3000, seed=1)
+    db, q = x[:2800], x[2800:]
+    truth = numpy_topk(q, db, 10)
+    recall = {}
+    for kind in binary.SIGN_TRANSFORMS:
+        (row,) = binary.binary_recall(db, q, 10, truth=truth, transform=binary.sign_transform(kind, db), label=kind)
+        assert row.kind == f"binary-flat{kind}"
+        # recall recomputed from NumPy Hamming ranks of the same transform's codes
+        t = binary.sign_transform(kind, db)
+        bits_db, bits_q = t(db) > 0, t(q) > 0
+        ham = (bits_q[:, None, :] != bits_db[None, :, :]).sum(-1)
+        kth = np.sort(ham, axis=1)[:, 9:10]  # the 10th smallest Hamming distance of each query
+        # whatever the tie-break at the 10th distance: everything closer is found, nothing farther
+        sure = np.mean([np.isin(tr, np.flatnonzero(h < k_)).mean() for tr, h, k_ in zip(truth, ham, kth, strict=True)])
+        maybe = np.mean(
+            [np.isin(tr, np.flatnonzero(h <= k_)).mean() for tr, h, k_ in zip(truth, ham, kth, strict=True)]
+        )
+        assert sure - 1e-9 <= row.recall <= maybe + 1e-9
+        recall[kind] = row.recall
+    assert recall["random"] > 2 * recall["axes"] and recall["itq"] > 2 * recall["axes"], recall
+
+
+def test_thread_scaling_reports_each_thread_count():
+    rows = growth.measure_thread_scaling(
+        3000, dim=32, factory="IVF16,PQ8x4", threads=(1, 2), nprobe=4, train_size=1000, n_queries=100, repeats=1
+    )
+    assert [r.threads for r in rows] == [1, 2] and all(r.N == 3000 and r.qps > 0 for r in rows)
+    assert rows[0].speedup == 1.0 and rows[1].speedup == pytest.approx(rows[1].qps / rows[0].qps)
+    assert rows[1].efficiency == pytest.approx(rows[1].speedup / 2)
+    with pytest.raises(ValueError):
+        growth.measure_thread_scaling(100, threads=(0,))
+
+
 # ---------------------------------------------------------------------- embedding
 def test_parquet_round_trip(tmp_path):
     ids = np.array([5, 2, 9], np.int64)

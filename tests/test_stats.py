@@ -94,3 +94,36 @@ def test_bootstrap_ratio_difference_finds_a_real_difference():
     assert got.ci_high == pytest.approx(truth + 1.96 * se, abs=0.25 * se)
     with pytest.raises(ValueError, match="one numerator and one denominator"):
         stats.bootstrap_ratio_difference([1, 2], [3], [1], [2])
+
+
+@pytest.mark.parametrize(("successes", "n"), [(0, 20), (1, 20), (10, 200), (37, 400), (200, 200)])
+def test_binomial_interval_against_the_beta_and_score_formulas(successes, n):
+    from scipy.stats import beta, norm
+
+    exact = stats.binomial_interval(successes, n, method="exact")
+    # Clopper-Pearson from beta quantiles
+    lo = beta.ppf(0.025, successes, n - successes + 1) if successes > 0 else 0.0
+    hi = beta.ppf(0.975, successes + 1, n - successes) if successes < n else 1.0
+    assert (exact.ci_low, exact.ci_high) == pytest.approx((lo, hi), abs=1e-9)
+    # Wilson: the score interval, centre (x + z²/2) / (n + z²)
+    wilson = stats.binomial_interval(successes, n)
+    z, p = norm.ppf(0.975), successes / n
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+    assert (wilson.ci_low, wilson.ci_high) == pytest.approx((centre - half, centre + half), abs=1e-9)
+    assert wilson.rate == exact.rate == pytest.approx(p)
+    assert wilson.ci_low <= p <= wilson.ci_high and exact.ci_low <= p <= exact.ci_high
+
+
+def test_binomial_interval_covers_a_five_percent_rate_and_narrows_with_n():
+    rng = np.random.default_rng(4)
+    for n in (20, 200):
+        hits = rng.binomial(n, 0.05, 3000)
+        intervals = [stats.binomial_interval(int(h), n, method="exact") for h in hits]
+        assert np.mean([i.ci_low <= 0.05 <= i.ci_high for i in intervals]) >= 0.94  # never below nominal
+    wide, narrow = stats.binomial_interval(1, 20), stats.binomial_interval(10, 200)
+    assert narrow.ci_high - narrow.ci_low < 0.5 * (wide.ci_high - wide.ci_low)
+    with pytest.raises(ValueError):
+        stats.binomial_interval(3, 2)
+    with pytest.raises(ValueError):
+        stats.binomial_interval(1, 10, method="normal")

@@ -9,38 +9,54 @@ notebook 07 uses them:
   with a probability growing with its relevance grade 0–5 (the documented grade table
   :data:`vs_lib.metrics.FASHION_MNIST_GRADES` plays the human rater), then dwells for a
   log-normal time whose median grows with the grade;
-- :mod:`.simulate` — systems under test (:class:`SearchSystem`, :class:`EmbeddingSearch`),
-  :func:`simulate` (the log of impressions and clicks) and :func:`log_interactions` (into
-  the ``interactions`` table);
+- :mod:`.systems` — the system under test, :class:`ServiceSearch`: the serving facade's
+  ``search_ids`` (the one search path, with its privacy, moderation and duplicate rules),
+  kept fast by caches that cannot change an answer;
+- :mod:`.simulate` — :func:`simulate`, the log of impressions and clicks;
+- :mod:`.logstore` — where logs are kept: a simulated-interactions database of their own
+  (:func:`simulation_db_path`, :func:`log_interactions`; never the platform database), and
+  :func:`read_click_log`, the click pairs (and their fingerprint) that training reads;
 - :mod:`.analysis` — online metrics (:func:`summarize`, :func:`daily`,
   :func:`ctr_by_position`) and position bias: :func:`estimate_propensity` from randomised
   sessions, :func:`click_relevance` corrected by inverse propensity weighting (IPW);
 - :mod:`.abtest` — :func:`ab_test`: users split at random, the z-test and the user-level
-  bootstrap of the CTR difference, and :func:`sessions_needed`, the power calculation;
+  bootstrap of the CTR difference; :func:`aa_tests`, the check of that machinery; and
+  :func:`sessions_needed`, the power calculation;
 - :mod:`.cli` — ``python -m vs_lib simulate``.
-
-The logged clicks are what ``train`` reads as click positives (``type = 'click'`` rows:
-``query_image_id → displayed_image_id``).  Queries are drawn from the **training** images by
-default so that training on clicks never sees a test image.
 """
 
-from .abtest import ABResult, ABTest, ab_test, assign_users, bootstrap_ctr_difference, sessions_needed
+from .abtest import (
+    AATests,
+    ABResult,
+    ABTest,
+    aa_tests,
+    ab_test,
+    assign_users,
+    bootstrap_ctr_difference,
+    sessions_needed,
+)
 from .analysis import OnlineSummary, click_relevance, ctr_by_position, daily, estimate_propensity, summarize
 from .cli import CLI_HELP, cli_add_arguments, cli_main
 from .clicks import ClickModel, SimulationError
-from .simulate import DAY, LOG_COLUMNS, EmbeddingSearch, SearchSystem, default_start_time, log_interactions, simulate
+from .logstore import ClickLog, log_interactions, open_log, read_click_log, read_log, simulation_db_path
+from .simulate import DAY, LOG_COLUMNS, SearchSystem, default_start_time, simulate
+from .systems import CandidateCache, ServiceSearch, private_owners, visible_queries
 
 __all__ = [
     "CLI_HELP",
     "DAY",
     "LOG_COLUMNS",
+    "AATests",
     "ABResult",
     "ABTest",
+    "CandidateCache",
+    "ClickLog",
     "ClickModel",
-    "EmbeddingSearch",
     "OnlineSummary",
     "SearchSystem",
+    "ServiceSearch",
     "SimulationError",
+    "aa_tests",
     "ab_test",
     "assign_users",
     "bootstrap_ctr_difference",
@@ -52,7 +68,13 @@ __all__ = [
     "default_start_time",
     "estimate_propensity",
     "log_interactions",
+    "open_log",
+    "private_owners",
+    "read_click_log",
+    "read_log",
     "sessions_needed",
     "simulate",
+    "simulation_db_path",
     "summarize",
+    "visible_queries",
 ]

@@ -4,7 +4,9 @@ Users, not sessions or impressions, are randomised: a user sees one system for t
 test.  The difference in CTR is tested with the two-proportion z-test
 (:func:`vs_lib.stats.two_proportion_ztest`, every impression an independent trial) and
 bracketed by a user-level bootstrap (:func:`bootstrap_ctr_difference`), the honest interval
-when a user's impressions are correlated.  :func:`sessions_needed` is the power calculation.
+when a user's impressions are correlated.  :func:`sessions_needed` is the power calculation;
+:func:`aa_tests` runs hundreds of A/A tests (the same system in both arms) to check that a
+test calls about ``alpha`` of them significant.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from numpy.typing import ArrayLike
 
 from .. import stats
 from .analysis import split_log, summarize
+from .clicks import ClickModel
 from .simulate import SearchSystem, Users, simulate, user_locations
 
 
@@ -142,3 +145,88 @@ def ab_test(
         users_b=int((variant == "B").sum()),
     )
     return ABResult(log, variant, summary, test, names)
+
+
+@dataclass
+class AATests:
+    """``n`` A/A tests: one row per test in ``tests``, and the share each test called significant.
+
+    ``tests`` columns: ``difference`` (CTR B − A), ``z``, ``p_value``, ``bootstrap_ci_low``,
+    ``bootstrap_ci_high``, ``significant_z`` (p < alpha), ``significant_bootstrap`` (the
+    user-level interval excludes 0).  ``false_positive_z`` / ``false_positive_bootstrap``:
+    the share of tests significant by each, with its binomial interval — a correct test at
+    level ``alpha`` has a rate of ``alpha``.
+    """
+
+    tests: pd.DataFrame
+    alpha: float
+    false_positive_z: stats.BinomialInterval
+    false_positive_bootstrap: stats.BinomialInterval
+
+    @property
+    def n(self) -> int:
+        return len(self.tests)
+
+
+def aa_tests(
+    log: pd.DataFrame,
+    n_tests: int,
+    *,
+    click_model: ClickModel | None = None,
+    share_b: float = 0.5,
+    alpha: float = 0.05,
+    n_boot: int = 500,
+    seed: int = 0,
+) -> AATests:
+    """``n_tests`` A/A tests on the impressions of one system's simulated ``log``.
+
+    Each test splits the users anew at random (:func:`assign_users`) and lets them click the
+    results they were shown again — fresh personal click propensities and fresh draws from
+    ``click_model`` (the one that made the log) — so both arms see the same system and every
+    difference is chance.  Each is analysed like :func:`ab_test`: the two-proportion z-test
+    and the user-level bootstrap interval (``n_boot`` resamples).  No system is searched
+    again, so hundreds of tests take seconds.
+    """
+    if n_tests < 1:
+        raise ValueError(f"n_tests must be >= 1, got {n_tests}")
+    cm = click_model or ClickModel()
+    imp, _ = split_log(log)
+    if imp.empty:
+        raise ValueError("the log has no impressions")
+    users, row = np.unique(imp["user_id"].to_numpy(dtype=np.int64), return_inverse=True)
+    grades, positions = imp["grade"].to_numpy(), imp["position"].to_numpy()
+    shown = np.bincount(row, minlength=len(users)).astype(np.float64)
+    rows = []
+    for r in range(int(n_tests)):
+        rng = np.random.default_rng([seed, r])
+        mult = cm.user_multipliers(len(users), rng)
+        clicked = cm.draw_clicks(grades, mult[row], rng, positions)
+        clicks = np.bincount(row, weights=clicked, minlength=len(users))
+        in_b = assign_users(users, share_b, seed=int(rng.integers(2**31))).to_numpy() == "B"
+        if in_b.all() or not in_b.any():
+            raise ValueError("a split left one arm empty; simulate more users")
+        z = stats.two_proportion_ztest(
+            int(clicks[~in_b].sum()), int(shown[~in_b].sum()), int(clicks[in_b].sum()), int(shown[in_b].sum()), alpha
+        )
+        boot = stats.bootstrap_ratio_difference(
+            clicks[~in_b], shown[~in_b], clicks[in_b], shown[in_b], n_boot, 1 - alpha, int(rng.integers(2**31))
+        )
+        rows.append(
+            {
+                "difference": z.difference,
+                "z": z.z,
+                "p_value": z.p_value,
+                "bootstrap_ci_low": boot.ci_low,
+                "bootstrap_ci_high": boot.ci_high,
+                "significant_z": z.p_value < alpha,
+                "significant_bootstrap": boot.ci_low > 0 or boot.ci_high < 0,
+            }
+        )
+    tests = pd.DataFrame(rows)
+    n = len(tests)
+    return AATests(
+        tests,
+        alpha,
+        stats.binomial_interval(int(tests["significant_z"].sum()), n),
+        stats.binomial_interval(int(tests["significant_bootstrap"].sum()), n),
+    )

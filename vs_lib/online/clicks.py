@@ -65,6 +65,16 @@ class ClickModel:
             positions = np.arange(1, g.shape[-1] + 1)
         return self.examine(positions) * self.attract(g)
 
+    def draw_clicks(
+        self, grades: ArrayLike, multipliers: ArrayLike, rng: np.random.Generator, positions: ArrayLike | None = None
+    ) -> np.ndarray:
+        """Bool clicks, one draw per result: probability ``min(1, click_probability × multiplier)``.
+
+        ``multipliers`` (the users' :meth:`user_multipliers`) broadcast against ``grades``.
+        """
+        p = np.minimum(1.0, self.click_probability(grades, positions) * np.asarray(multipliers, dtype=np.float64))
+        return np.asarray(rng.random(p.shape) < p)
+
     def user_multipliers(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """Personal click-propensity multipliers of ``n`` users (mean 1; all 1 when ``user_sigma`` = 0)."""
         if self.user_sigma == 0:

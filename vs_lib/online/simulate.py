@@ -1,17 +1,15 @@
-"""Systems under test, the simulation of their users, and the interaction log.
+"""The simulation of users: sessions, the results a system shows them, their clicks.
 
-A *system under test* (:class:`SearchSystem`) is any callable ``search(query_image_id: int,
-k: int, user_id: int) -> list[int]`` returning ranked image ids — the serving facade's
-``search``, or :class:`EmbeddingSearch` over precomputed embeddings.  A system may also
-offer ``warm(query_ids, k)`` to compute many result lists in one batch; the simulator calls
-it when present.  :func:`simulate` returns the log of impressions and clicks in the
-``interactions`` table's columns; :func:`log_interactions` writes it there.
+A *system under test* (:class:`SearchSystem`) is any callable ``system(query_image_id: int,
+k: int, user_id: int) -> list[int]`` returning ranked image ids; the course's is
+:class:`~vs_lib.online.systems.ServiceSearch`, the serving facade's ``search_ids``.  A system
+may also offer ``warm(query_ids, k)`` to prepare many result lists in one batch; the
+simulator calls it when present.  :func:`simulate` returns the log of impressions and clicks
+in the ``interactions`` table's columns (:mod:`.logstore` keeps it).
 """
 
 from __future__ import annotations
 
-import math
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
@@ -21,7 +19,6 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from .. import metrics
-from ..index.exact import exact_topk
 from .clicks import ClickModel, SimulationError
 
 DAY = 86_400
@@ -48,60 +45,6 @@ class SearchSystem(Protocol):
     """A ranking under test: ``system(query_image_id, k, user_id)`` → up to ``k`` image ids, best first."""
 
     def __call__(self, query_image_id: int, k: int, user_id: int) -> Sequence[int]: ...
-
-
-class EmbeddingSearch:
-    """Exact cosine search over precomputed embeddings, as a system under test.
-
-    ``embeddings`` ``(n, d)`` float32 L2-normalised for the images ``ids`` (queries and
-    gallery); the gallery is ``gallery_ids`` (default: all of ``ids``).  A query is never
-    its own result.  Results are cached per query; :meth:`warm` fills the cache in batches.
-    """
-
-    def __init__(
-        self,
-        embeddings: np.ndarray,
-        ids: ArrayLike,
-        gallery_ids: ArrayLike | None = None,
-        name: str = "embedding-search",
-    ):
-        self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
-        self.ids = np.asarray(ids, dtype=np.int64)
-        if self.embeddings.ndim != 2 or len(self.embeddings) != len(self.ids):
-            raise SimulationError(
-                f"need (n, d) embeddings with one id each, got {self.embeddings.shape} and {self.ids.shape}"
-            )
-        self._row = pd.Index(self.ids)
-        g = self.ids if gallery_ids is None else np.asarray(gallery_ids, dtype=np.int64)
-        rows = self._row.get_indexer(g)
-        if (rows < 0).any():
-            raise SimulationError(f"{int((rows < 0).sum())} gallery ids have no embedding")
-        self.gallery_ids = g
-        self.gallery_embeddings = self.embeddings[rows]
-        self.name = name
-        self._cache: dict[int, np.ndarray] = {}
-        self._cache_k = 0
-
-    def warm(self, query_ids: ArrayLike, k: int) -> None:
-        """Compute and cache the top ``k`` of many queries in one batched matrix product."""
-        if k > self._cache_k:
-            self._cache, self._cache_k = {}, k
-        todo = np.unique([int(q) for q in np.asarray(query_ids).ravel() if int(q) not in self._cache]).astype(np.int64)
-        if not todo.size:
-            return
-        rows = self._row.get_indexer(todo)
-        if (rows < 0).any():
-            raise SimulationError(f"unknown query image id(s) {todo[rows < 0][:5].tolist()}")
-        own_row = pd.Index(self.gallery_ids).get_indexer(todo)  # a query is never its own result
-        _, pos = exact_topk(self.embeddings[rows], self.gallery_embeddings, self._cache_k, exclude=own_row)
-        for q, p in zip(todo, pos, strict=True):
-            self._cache[int(q)] = self.gallery_ids[p]
-
-    def __call__(self, query_image_id: int, k: int, user_id: int | None = None) -> list[int]:
-        q = int(query_image_id)
-        if k > self._cache_k or q not in self._cache:
-            self.warm([q], max(k, self._cache_k))
-        return [int(i) for i in self._cache[q][:k]]
 
 
 def default_start_time() -> int:
@@ -270,8 +213,7 @@ def simulate(
     # the user: examine, click, dwell
     valid = shown >= 0
     g = np.where(valid, table[labels[plan.query][:, None], labels[np.maximum(shown, 0)]], 0)
-    p_click = np.minimum(1.0, cm.click_probability(g) * user_mult[plan.user_row][:, None]) * valid
-    clicked = rng.random(shown.shape) < p_click
+    clicked = cm.draw_clicks(g, user_mult[plan.user_row][:, None], rng) & valid
     dwell = np.exp(np.log(cm.dwell_median(g)) + cm.dwell_sigma * rng.normal(size=shown.shape))
 
     i_s, i_pos0 = np.nonzero(valid)
@@ -285,46 +227,3 @@ def simulate(
     log["synthetic"] = 1
     log.attrs.update({"n_users": len(user_ids), "n_days": n_days, "k": k, "name": name})
     return log.reset_index(drop=True)
-
-
-def log_interactions(log: pd.DataFrame, conn: sqlite3.Connection | None = None, replace: bool = False) -> int:
-    """Append a simulated log to the ``interactions`` table (one transaction); returns rows written.
-
-    Session ids are shifted past the largest one already stored, so sessions stay
-    distinct across runs.  ``replace=True`` first deletes the rows of the same
-    ``source`` values (so re-running a notebook does not pile up copies).  Unknown user or
-    image ids violate the foreign keys and roll the whole log back, deletions included.
-    """
-    from .. import data
-
-    missing = [c for c in LOG_COLUMNS if c not in log.columns]
-    if missing:
-        raise SimulationError(f"log lacks interaction columns {missing}")
-    if not log["source"].astype(str).str.startswith("simulation:").all() or not (log["synthetic"] == 1).all():
-        raise SimulationError(
-            "only simulated, synthetic rows (source 'simulation:<name>', synthetic=1) are logged here"
-        )
-    own = conn is None
-    conn = conn or data.connect()
-    try:
-        offset = conn.execute("SELECT COALESCE(MAX(session_id), 0) FROM interactions").fetchone()[0]
-        rows = log[LOG_COLUMNS].copy()
-        rows["session_id"] = rows["session_id"] + int(offset)
-        records = [
-            tuple(
-                None if (isinstance(v, float) and math.isnan(v)) else (v.item() if hasattr(v, "item") else v) for v in r
-            )
-            for r in rows.itertuples(index=False, name=None)
-        ]
-        with conn:
-            if replace:
-                sources = sorted(set(map(str, log["source"])))
-                conn.execute(f"DELETE FROM interactions WHERE source IN ({', '.join('?' * len(sources))})", sources)
-            conn.executemany(
-                f"INSERT INTO interactions ({', '.join(LOG_COLUMNS)}) VALUES ({', '.join('?' * len(LOG_COLUMNS))})",
-                records,
-            )
-        return len(records)
-    finally:
-        if own:
-            conn.close()

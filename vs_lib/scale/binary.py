@@ -1,7 +1,12 @@
 """Binary embeddings, as Pinterest ships them: one sign bit per dimension, Hamming ranking.
 
 ``binarize(x)`` keeps the sign of each dimension, 1 bit instead of 32
-(``np.packbits(x > 0)``); FAISS binary indexes rank by Hamming distance
+(``np.packbits(x > 0)``).  The share of differing sign bits estimates the angle between two
+vectors only when the hyperplanes are random (random-hyperplane LSH): the axes of a trained
+embedding are not — a few dimensions may carry most of the variance, others almost none.
+:func:`sign_transform` gives the rotation to apply first: ``"random"`` (a random orthogonal
+matrix) or ``"itq"`` (FAISS's iterative quantisation, a rotation learned to lose the least
+by taking signs), or ``"axes"`` (none).  FAISS binary indexes rank by Hamming distance
 (:func:`binary_index`); :func:`hamming_distances` is the NumPy bit-count reference;
 :func:`binary_recall` measures recall@k against exact float search, optionally with the
 Hamming top ``rerank·k`` re-scored by the float vectors.
@@ -11,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -19,7 +24,18 @@ import numpy as np
 
 from ..index import exact_topk, faiss_threads, neighbour_recall
 
-__all__ = ["BinaryRecall", "binarize", "binary_index", "binary_recall", "hamming_distances"]
+__all__ = [
+    "SIGN_TRANSFORMS",
+    "BinaryRecall",
+    "binarize",
+    "binary_index",
+    "binary_recall",
+    "hamming_distances",
+    "sign_transform",
+]
+
+SIGN_TRANSFORMS = ("axes", "random", "itq")
+Transform = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -40,6 +56,36 @@ def binarize(x: np.ndarray) -> np.ndarray:
     if x.ndim != 2:
         raise ValueError(f"expected (n, d) vectors, got shape {x.shape}")
     return np.packbits(x > 0, axis=1)
+
+
+def sign_transform(kind: str, train: np.ndarray, *, seed: int = 0, n_iter: int = 50) -> Transform:
+    """The map applied to ``(n, d)`` float32 vectors before their signs are taken.
+
+    ``"axes"``: the identity (the embedding's own axes); ``"random"``: ``x @ R`` with ``R`` a
+    random ``(d, d)`` orthogonal matrix (QR of a Gaussian matrix, ``seed``), so each bit is a
+    random hyperplane; ``"itq"``: FAISS's ``ITQTransform`` trained on ``train`` (centring, then
+    the rotation that ``n_iter`` rounds of iterative quantisation find).  Returns float32.
+    """
+    train = np.ascontiguousarray(train, np.float32)
+    if train.ndim != 2:
+        raise ValueError(f"expected (n, d) training vectors, got shape {train.shape}")
+    d = train.shape[1]
+    if kind == "axes":
+        return lambda x: np.asarray(x, np.float32)
+    if kind == "random":
+        q, r = np.linalg.qr(np.random.default_rng(seed).standard_normal((d, d)))
+        rot = (q * np.sign(np.diag(r))).astype(np.float32)  # Haar-distributed orthogonal matrix
+        return lambda x: np.asarray(x, np.float32) @ rot
+    if kind == "itq":
+        import faiss
+
+        itq = faiss.ITQTransform(d, d, False)
+        itq.max_train_per_dim = max(10, len(train) // d + 1)
+        itq.itq.max_iter = int(n_iter)
+        itq.itq.seed = int(seed)
+        itq.train(train)
+        return lambda x: itq.apply(np.ascontiguousarray(x, np.float32))
+    raise ValueError(f"sign transform must be one of {SIGN_TRANSFORMS}, got {kind!r}")
 
 
 def hamming_distances(q_codes: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -88,21 +134,27 @@ def binary_recall(
     truth: np.ndarray | None = None,
     rerank: int = 0,
     threads: int = 1,
+    transform: Transform | None = None,
+    label: str = "",
 ) -> list[BinaryRecall]:
     """Recall@k of sign-binarised codes against exact float search (inner product), per kind.
 
     ``truth``: true top-k rows of ``database`` (by :func:`~vs_lib.index.exact_topk` when not
     given).  ``rerank > 0`` also reports the Hamming top ``rerank·k`` re-scored with the float
     vectors (whose 4·d bytes per vector it then counts).  QPS with ``threads`` FAISS threads
-    (1 = per core, and steady on a shared machine).
+    (1 = per core, and steady on a shared machine).  ``transform`` (see
+    :func:`sign_transform`) maps the vectors before their signs are taken; ``label`` is
+    appended to each row's ``kind``.
     """
     database, queries = np.asarray(database, np.float32), np.asarray(queries, np.float32)
     truth = exact_topk(queries, database, k)[1] if truth is None else truth
-    codes, q_codes = binarize(database), binarize(queries)
+    f = transform or (lambda x: x)
+    codes, q_codes = binarize(f(database)), binarize(f(queries))
     with faiss_threads(threads):
         rows = []
         for kind in kinds:
             row, idx = _measure_kind(kind, codes, q_codes, truth, k)
+            row = replace(row, kind=row.kind + label)
             rows.append(row)
             if rerank:
                 rows.append(_reranked(row, idx, q_codes, queries, database, truth, k, rerank))

@@ -41,6 +41,7 @@ def capacity_plan(
     qps_at: Callable[[float], float] | None = None,
     peak_qps: float = 50_000.0,
     cores_per_machine: int = 32,
+    thread_efficiency: float = 1.0,
     min_replicas: int = 2,
     embed_images_per_core_second: float | None = None,
     embed_cores: int = 32,
@@ -50,12 +51,16 @@ def capacity_plan(
     - total bytes = n · (bytes_per_vector + ``id_bytes``);
     - shards = ceil(total / (RAM per machine · ``usable_fraction``)), one shard per machine;
     - every query fans out to every shard (scatter-gather), so one replica set handles
-      ``qps_at(n / shards) · cores_per_machine`` queries/s (``qps_at``: measured single-core
-      QPS as a function of vectors per shard, e.g. the fitted growth law); replicas =
+      ``qps_at(n / shards) · cores_per_machine · thread_efficiency`` queries/s (``qps_at``:
+      measured single-core QPS as a function of vectors per shard, e.g. the fitted growth
+      law; ``thread_efficiency``: the share of a core each added core contributes — 1 assumes
+      a scan that scales linearly with cores, which a memory-bound scan does not); replicas =
       max(``min_replicas``, ceil(peak_qps / that)); machines = shards · replicas;
     - embedding: core-hours = n / ``embed_images_per_core_second`` / 3600, and the wall-clock
       days on ``embed_cores``·1000 cores.
     """
+    if not 0 < thread_efficiency <= 1:
+        raise ValueError(f"thread_efficiency must be in (0, 1], got {thread_efficiency}")
     ram = ram_per_machine_gb * 1e9 * usable_fraction
     rows = []
     for name, bpv in bytes_per_vector.items():
@@ -63,7 +68,7 @@ def capacity_plan(
         shards = max(1, math.ceil(total / ram))
         qps_per_shard = replicas = machines = core_h = days = None
         if qps_at is not None:
-            qps_per_shard = float(qps_at(n_images / shards)) * cores_per_machine
+            qps_per_shard = float(qps_at(n_images / shards)) * cores_per_machine * thread_efficiency
             replicas = max(min_replicas, math.ceil(peak_qps / max(qps_per_shard, 1e-9)))
             machines = shards * replicas
         if embed_images_per_core_second:

@@ -5,6 +5,8 @@
 over **synthetic** clustered vectors (:func:`vs_lib.index.synthetic_stream`) to 10M+,
 recording build time, memory, single-core QPS and recall@10 at checkpoints, against an
 exact top-k kept alongside (:func:`vs_lib.index.exact_topk` on each chunk, merged).
+:func:`measure_thread_scaling` measures how the QPS of such an index grows with search
+threads: a PQ scan streams codes from memory, so extra cores add less than they promise.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ __all__ = [
     "EncodingCost",
     "GrowthPoint",
     "LogLogFit",
+    "ThreadScaling",
     "fit_loglog",
     "measure_bytes_per_vector",
     "measure_growth",
+    "measure_thread_scaling",
 ]
 
 ENCODINGS: dict[str, str | None] = {  # name -> FAISS factory (inner product); None: sign bits (IndexBinaryFlat)
@@ -217,6 +221,66 @@ def _measure_point(index: Any, q: np.ndarray, truth: np.ndarray, k: int, threads
         "recall": neighbour_recall(found, truth, k),
         "recall_in_top10k": float(np.mean([np.isin(t, c).mean() for t, c in zip(truth, cand, strict=True)])),
     }
+
+
+@dataclass(frozen=True)
+class ThreadScaling:
+    """Search speed of one index (SYNTHETIC vectors) with ``threads`` FAISS threads.
+
+    ``qps``: the best of the repeats (the least disturbed by other work on the machine);
+    ``speedup``: ``qps`` over the one-thread ``qps``; ``efficiency``: ``speedup / threads``
+    (1 = every thread adds a full core's worth).
+    """
+
+    factory: str
+    N: int
+    threads: int
+    qps: float
+    speedup: float
+    efficiency: float
+
+
+def measure_thread_scaling(
+    n: int,
+    dim: int = 128,
+    factory: str = "IVF1024,PQ16",
+    *,
+    threads: Sequence[int] = (1, 2),
+    nprobe: int = 16,
+    train_size: int = 20_000,
+    n_queries: int = 2000,
+    k: int = 10,
+    repeats: int = 3,
+    seed: int = 0,
+    chunk: int = 250_000,
+) -> list[ThreadScaling]:
+    """Build ``factory`` over ``n`` synthetic clustered vectors and time one batch of
+    ``n_queries`` searches with each thread count (FAISS splits a batch across its threads).
+
+    The first count in ``threads`` is the reference of ``speedup``; pass 1 first.
+    """
+    if not threads or min(threads) < 1:
+        raise ValueError(f"threads must be positive counts, got {threads}")
+    model: dict[str, Any] = {"n_clusters": 1000, "spread": 0.6, "intrinsic_dim": 16, "noise": 0.1}
+    train = next(synthetic_stream(train_size, dim, seed=seed + 1, chunk=train_size, **model))
+    index, _ = _trained_index(factory, dim, train, nprobe)
+    for x in synthetic_stream(n, dim, seed=seed, chunk=chunk, **model):
+        index.add(x)
+    q = synthetic_queries(n_queries, dim, seed=seed, **model)
+    qps: list[float] = []
+    for t in threads:
+        with faiss_threads(int(t)):
+            index.search(q[:100], k)  # warm caches
+            best = np.inf
+            for _ in range(max(1, repeats)):
+                t0 = time.perf_counter()
+                index.search(q, k)
+                best = min(best, time.perf_counter() - t0)
+        qps.append(n_queries / max(best, 1e-9))
+    return [
+        ThreadScaling(factory, int(index.ntotal), int(t), v, v / qps[0], v / qps[0] / int(t))
+        for t, v in zip(threads, qps, strict=True)
+    ]
 
 
 def fit_loglog(n: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> LogLogFit:
