@@ -8,7 +8,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from vs_lib.scale import embedding  # noqa: E402
+from vs_lib.scale import ray_runtime  # noqa: E402
 
 
 class FlakyInit:
@@ -35,7 +35,7 @@ def flaky(monkeypatch):
         monkeypatch.setattr(ray, "is_initialized", lambda: False)
         monkeypatch.setattr(ray, "init", fake.init)
         monkeypatch.setattr(ray, "shutdown", fake.shutdown)
-        monkeypatch.setattr(embedding.time, "sleep", lambda s: None)
+        monkeypatch.setattr(ray_runtime.time, "sleep", lambda s: None)
         return fake
 
     return make
@@ -43,7 +43,7 @@ def flaky(monkeypatch):
 
 def test_a_node_that_comes_up_on_the_third_try_is_used(flaky):
     fake = flaky(failures=2)
-    assert embedding._start_ray(2, None, attempts=3) is True
+    assert ray_runtime.start_ray(2, None, attempts=3) is True
     assert len(fake.calls) == 3 and fake.shutdowns == 2  # each failed start is cleaned up
     assert all(c["num_cpus"] == 2 and c["include_dashboard"] is False for c in fake.calls)
 
@@ -51,18 +51,18 @@ def test_a_node_that_comes_up_on_the_third_try_is_used(flaky):
 def test_a_node_that_never_comes_up_is_a_clear_error(flaky):
     fake = flaky(failures=10)
     with pytest.raises(RuntimeError, match="could not start a local node in 3 attempts"):
-        embedding._start_ray(2, None, attempts=3)
+        ray_runtime.start_ray(2, None, attempts=3)
     assert len(fake.calls) == 3
 
 
 def test_a_cluster_address_is_joined_once_without_retries(flaky):
     fake = flaky(failures=1)
     with pytest.raises(Exception, match="timed out"):
-        embedding._start_ray(2, "ray://head:10001")
+        ray_runtime.start_ray(2, "ray://head:10001")
     assert fake.calls == [{"address": "ray://head:10001", "log_to_driver": False, "logging_level": 40}]
 
 
 def test_a_running_ray_is_left_alone(monkeypatch):
     monkeypatch.setattr(ray, "is_initialized", lambda: True)
     monkeypatch.setattr(ray, "init", lambda **kw: pytest.fail("ray.init must not be called"))
-    assert embedding._start_ray(2, None) is False
+    assert ray_runtime.start_ray(2, None) is False

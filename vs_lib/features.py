@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,8 +43,9 @@ from torchvision.transforms import v2
 
 from .protocols import ImageBatch
 
-if TYPE_CHECKING:
-    from matplotlib.axes import Axes
+# pictures of pixel values live in viz; notebook 02 draws them from here
+from .viz import show_histogram as show_histogram
+from .viz import show_matrix as show_matrix
 
 PIL_MODES = ("1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "I;16", "I", "F")
 
@@ -544,70 +545,6 @@ def fit_pca(x: np.ndarray, dim: int) -> PCAFit:
 
 
 # --------------------------------------------------------------------------- pictures
-def show_matrix(
-    image: np.ndarray,
-    ax: Axes | None = None,
-    fmt: str | None = None,
-    fontsize: float | None = None,
-    cmap: str = "gray",
-    title: str | None = None,
-) -> Axes:
-    """Draw a 2-D image as the matrix of its values: every pixel a cell with its number.
-
-    ``image``: (H, W) array (uint8 or float).  Best for small crops (≤ 28 x 28).  Text
-    colour flips with the background so every number stays readable.
-    """
-    import matplotlib.pyplot as plt
-
-    a = np.asarray(image)
-    if a.ndim != 2:
-        raise ValueError(f"show_matrix expects a 2-D (H, W) array, got shape {a.shape}")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(0.32 * a.shape[1] + 1, 0.32 * a.shape[0] + 1))
-    if fmt is None:
-        fmt = "{:.0f}" if np.issubdtype(a.dtype, np.integer) else "{:.1f}"
-    if fontsize is None:
-        fontsize = max(3.0, min(9.0, 160.0 / max(a.shape)))
-    vmin, vmax = float(a.min()), float(a.max())
-    ax.imshow(a, cmap=cmap, vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1)
-    mid = (vmin + vmax) / 2
-    for i in range(a.shape[0]):
-        for j in range(a.shape[1]):
-            ax.text(
-                j,
-                i,
-                fmt.format(a[i, j]),
-                ha="center",
-                va="center",
-                fontsize=fontsize,
-                color="black" if a[i, j] > mid else "white",
-            )
-    ax.set_xticks([]), ax.set_yticks([])
-    if title:
-        ax.set_title(title, fontsize=9)
-    return ax
-
-
-def show_histogram(
-    values: np.ndarray | torch.Tensor,
-    ax: Axes | None = None,
-    bins: int = 50,
-    title: str | None = None,
-    color: str = "C0",
-) -> Axes:
-    """Histogram of an image's (or a batch's) values, with mean and std in the title."""
-    import matplotlib.pyplot as plt
-
-    v = np.asarray(values, dtype=np.float64).ravel()
-    if ax is None:
-        _, ax = plt.subplots(figsize=(3.2, 2.2))
-    ax.hist(v, bins=bins, color=color)
-    stats = f"mean {v.mean():.2f}, std {v.std():.2f}, [{v.min():.2f}, {v.max():.2f}]"
-    ax.set_title(f"{title}\n{stats}" if title else stats, fontsize=8)
-    ax.tick_params(labelsize=7)
-    return ax
-
-
 def mode_examples(image: Image.Image) -> dict[str, Image.Image]:
     """The same RGB image in every PIL mode of :data:`PIL_MODES` (for tests and the notebook)."""
     rgb = image.convert("RGB")

@@ -17,7 +17,7 @@ Networks (``arch["kind"]``):
 - ``"pixels"``: the z-scored pixels themselves, flattened; ``"pca"``: their projection on
   the top principal components of the training images (fitted, stored as a linear layer).
 - ``"photo"``: EfficientNet-Lite0 at its native 224 px for folders of colour photos, built
-  for inference (:mod:`vs_lib.photo`).
+  for inference (:mod:`vs_lib.photo`, network in :mod:`vs_lib.photo_net`).
 
 Baselines are Encoders too (:func:`baseline_encoder`), so every evaluation treats them
 exactly like trained models.  :class:`Encoder` is the library's implementation of the
@@ -216,8 +216,8 @@ def build_network(arch: dict[str, Any], pretrained: bool | None = None) -> nn.Mo
         return Flatten()
     if kind == "pca":
         return LinearProjection(arch["n_in"], arch["dim"])
-    if kind == "photo":  # the 224-px photo encoder, see vs_lib.photo
-        from .photo import build_photo_network
+    if kind == "photo":  # the 224-px photo encoder, see vs_lib.photo_net
+        from .photo_net import build_photo_network
 
         return build_photo_network(arch, pretrained=bool(pretrained))
     raise EncoderFileError(f"unknown architecture kind {kind!r}")

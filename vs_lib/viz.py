@@ -3,7 +3,8 @@
 ``save_fig(fig, "name", topic="01_data_engineering")`` writes
 ``figures/01_data_engineering/name.png`` at a fixed dpi; ``save_results`` writes the
 notebook's key figures as ``figures/<topic>/results.json`` for the notebook tests.
-:func:`failure_gallery` draws the worst queries of an offline evaluation.
+:func:`failure_gallery` draws the worst queries of an offline evaluation; :func:`show_matrix` and
+:func:`show_histogram` draw an image as its numbers and its values as a histogram.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import numpy as np
 from . import config
 
 if TYPE_CHECKING:
+    import torch
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from .evaluate import Evaluation
@@ -130,3 +133,67 @@ def failure_gallery(
     row_titles = [f"{names[q]}\nAP {a:.2f}" for q, a in zip(worst["label"], scores, strict=True)]
     result_titles = [[names[lab][:9] for lab in labs] for labs in worst["result_labels"]]
     return ranked_rows(queries, results, relevant=relevant, row_titles=row_titles, result_titles=result_titles)
+
+
+def show_matrix(
+    image: np.ndarray,
+    ax: Axes | None = None,
+    fmt: str | None = None,
+    fontsize: float | None = None,
+    cmap: str = "gray",
+    title: str | None = None,
+) -> Axes:
+    """Draw a 2-D image as the matrix of its values: every pixel a cell with its number.
+
+    ``image``: (H, W) array (uint8 or float).  Best for small crops (≤ 28 x 28).  Text
+    colour flips with the background so every number stays readable.
+    """
+    import matplotlib.pyplot as plt
+
+    a = np.asarray(image)
+    if a.ndim != 2:
+        raise ValueError(f"show_matrix expects a 2-D (H, W) array, got shape {a.shape}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.32 * a.shape[1] + 1, 0.32 * a.shape[0] + 1))
+    if fmt is None:
+        fmt = "{:.0f}" if np.issubdtype(a.dtype, np.integer) else "{:.1f}"
+    if fontsize is None:
+        fontsize = max(3.0, min(9.0, 160.0 / max(a.shape)))
+    vmin, vmax = float(a.min()), float(a.max())
+    ax.imshow(a, cmap=cmap, vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1)
+    mid = (vmin + vmax) / 2
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            ax.text(
+                j,
+                i,
+                fmt.format(a[i, j]),
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                color="black" if a[i, j] > mid else "white",
+            )
+    ax.set_xticks([]), ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def show_histogram(
+    values: np.ndarray | torch.Tensor,
+    ax: Axes | None = None,
+    bins: int = 50,
+    title: str | None = None,
+    color: str = "C0",
+) -> Axes:
+    """Histogram of an image's (or a batch's) values, with mean and std in the title."""
+    import matplotlib.pyplot as plt
+
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.2, 2.2))
+    ax.hist(v, bins=bins, color=color)
+    stats = f"mean {v.mean():.2f}, std {v.std():.2f}, [{v.min():.2f}, {v.max():.2f}]"
+    ax.set_title(f"{title}\n{stats}" if title else stats, fontsize=8)
+    ax.tick_params(labelsize=7)
+    return ax

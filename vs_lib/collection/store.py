@@ -44,8 +44,10 @@ __all__ = [
     "CollectionError",
     "CollectionState",
     "FileRecord",
+    "adapted_model_path",
     "collection_dir",
     "collections_dir",
+    "default_name",
     "find_collection",
     "list_collections",
     "lock",
@@ -225,6 +227,17 @@ def safe_name(text: str) -> str:
     """A valid collection name made from ``text`` (e.g. a folder's own name)."""
     cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._-") or "folder"
     return cleaned[:100]
+
+
+def default_name(folder: str | os.PathLike[str], model: str = "photo") -> str:
+    """``<folder's own name>`` for the photo encoder, ``<folder's name>-<model>`` for another one."""
+    base = safe_name(Path(folder).resolve().name)
+    return base if model == "photo" else safe_name(f"{base}-{Path(model).stem}")
+
+
+def adapted_model_path(folder: str | os.PathLike[str]) -> Path:
+    """Where ``train --folder`` keeps the folder's adapted encoder: ``<models_dir>/folders/<name>-adapted.pt``."""
+    return config.models_dir() / "folders" / f"{default_name(folder)}-adapted.pt"
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ One sync, in three passes of increasing cost:
    its vector is reused without decoding anything;
 3. **embed**: the remaining files are read again, hashed again (so the vector always
    belongs to the bytes it was computed from: a file changed between the passes is embedded
-   as it is now), decoded and embedded — by :func:`vs_lib.scale.embed_files`, in this process
+   as it is now), decoded and embedded — by :func:`vs_lib.scale.files.embed_files`, in this process
    or as a Ray Data job.  Each batch's vectors are saved under ``pending/`` at once, so an
    interrupted sync loses at most one batch and the next run picks up where it stopped.
 
@@ -38,11 +38,12 @@ from .store import (
     CollectionError,
     CollectionState,
     FileRecord,
+    adapted_model_path,
     collection_dir,
     collections_dir,
+    default_name,
     find_collection,
     lock,
-    safe_name,
 )
 
 __all__ = [
@@ -105,12 +106,6 @@ class SyncReport:
 
 
 # --------------------------------------------------------------------------- encoders by name
-def default_name(folder: str | os.PathLike[str], model: str = "photo") -> str:
-    """``<folder's own name>`` for the photo encoder, ``<folder's name>-<model>`` for another one."""
-    base = safe_name(Path(folder).resolve().name)
-    return base if model == "photo" else safe_name(f"{base}-{Path(model).stem}")
-
-
 class ModelHandle:
     """An encoder by name, loaded only when needed: a sync where nothing changed never loads it.
 
@@ -174,8 +169,6 @@ def resolve_model(model: str, folder: str | os.PathLike[str] | None = None) -> M
             handle.encoder  # noqa: B018 - builds the encoder and writes its file
         return handle
     if model == "adapted":
-        from ..train.folder import adapted_model_path
-
         if folder is None:
             raise CollectionError("the adapted model belongs to a folder: pass --folder")
         path = adapted_model_path(folder)
@@ -308,7 +301,7 @@ def _embed_new(
     **embed_kwargs: Any,
 ) -> list[tuple[FileRecord, np.ndarray]]:
     """Pass 3: vectors of an interrupted run are reused, the rest embedded (each batch saved to ``pending``)."""
-    from ..scale.embedding import embed_files
+    from ..scale.files import embed_files
 
     cache = _read_pending(pending) if pending.exists() else {}
     rows: list[tuple[FileRecord, np.ndarray]] = []
@@ -340,6 +333,60 @@ def _embed_new(
         else:
             report.new += 1
     return rows
+
+
+def _previous_state(root: Path, name: str, folder: Path, handle: ModelHandle) -> CollectionState | None:
+    """The saved state of the collection when its vectors can be reused by ``handle``'s encoder."""
+    prev = None
+    with contextlib.suppress(FileNotFoundError):
+        prev = CollectionState.read(root)
+    if prev is None:
+        return None
+    if prev.folder != str(folder):
+        raise CollectionError(f"the collection {name!r} indexes {prev.folder}, not {folder}: choose another --name")
+    if handle.file_stat is not None and prev.model_file == handle.file_stat:
+        handle.trust(prev.fingerprint, prev.dim)  # the very encoder file of last time: no need to load it
+    if prev.fingerprint != handle.fingerprint:
+        return None  # another encoder: vectors of two models never mix
+    return prev
+
+
+def _save_if_changed(
+    root: Path,
+    name: str,
+    folder: Path,
+    model: str,
+    handle: ModelHandle,
+    prev: CollectionState | None,
+    kept: list[tuple[FileRecord, int]],
+    new_rows: list[tuple[FileRecord, np.ndarray]],
+    report: SyncReport,
+) -> None:
+    """Write the new state (atomically, through ``CollectionState.save``) unless nothing changed."""
+    changed = prev is None or bool(report.removed) or len(kept) != report.unchanged or bool(new_rows)
+    same_notes = prev is not None and (prev.skipped, prev.failed, prev.model_file) == (
+        report.skipped,
+        report.failed,
+        handle.file_stat,
+    )
+    if not changed and same_notes:
+        return
+    old = [(r, prev.vectors[i]) for r, i in kept] if prev is not None else []
+    rows = sorted(old + new_rows, key=lambda rv: rv[0].path)
+    state = CollectionState(
+        name,
+        str(folder),
+        model,
+        handle.fingerprint,
+        handle.dim,
+        [r for r, _ in rows],
+        report.skipped,
+        report.failed,
+        handle.file_stat,
+    )
+    state.set_vectors(np.stack([v for _, v in rows]))
+    state.save(root)
+    report.saved = True
 
 
 def index_folder(
@@ -376,17 +423,7 @@ def index_folder(
     name = name or default_name(scan.folder, model)
     root = collection_dir(name)
     with lock(root):
-        prev = None
-        with contextlib.suppress(FileNotFoundError):
-            prev = CollectionState.read(root)
-        if prev is not None and prev.folder != str(scan.folder):
-            raise CollectionError(
-                f"the collection {name!r} indexes {prev.folder}, not {scan.folder}: choose another --name"
-            )
-        if prev is not None and handle.file_stat is not None and prev.model_file == handle.file_stat:
-            handle.trust(prev.fingerprint, prev.dim)  # the very encoder file of last time: no need to load it
-        if prev is not None and prev.fingerprint != handle.fingerprint:
-            prev = None  # another encoder: vectors of two models never mix
+        prev = _previous_state(root, name, scan.folder, handle)
         report = SyncReport(name, str(scan.folder), model, 0, skipped=list(scan.skipped), ignored=len(scan.ignored))
         kept, to_embed = _plan(scan, prev, report, progress)
         pending = _pending_dir(root, handle.fingerprint)
@@ -407,36 +444,10 @@ def index_folder(
         report.path = str(root)
         if report.total == 0:
             raise CollectionError(f"none of the image files under {scan.folder} could be used:\n" + report.summary())
-        changed = prev is None or bool(report.removed) or len(kept) != report.unchanged or bool(new_rows)
         report.failed.sort()
-        if (
-            changed
-            or prev is None
-            or (prev.skipped, prev.failed, prev.model_file)
-            != (
-                report.skipped,
-                report.failed,
-                handle.file_stat,
-            )
-        ):
-            old = [(r, prev.vectors[i]) for r, i in kept] if prev is not None else []
-            rows = sorted(old + new_rows, key=lambda rv: rv[0].path)
-            state = CollectionState(
-                name,
-                str(scan.folder),
-                model,
-                handle.fingerprint,
-                handle.dim,
-                [r for r, _ in rows],
-                report.skipped,
-                report.failed,
-                handle.file_stat,
-            )
-            state.set_vectors(np.stack([v for _, v in rows]))
-            state.save(root)
-            report.saved = True
-            for part in pending.glob("*.npz") if pending.exists() else []:
-                part.unlink(missing_ok=True)
+        _save_if_changed(root, name, scan.folder, model, handle, prev, kept, new_rows, report)
+        for part in pending.glob("*.npz") if report.saved and pending.exists() else []:
+            part.unlink(missing_ok=True)
     report.seconds = time.perf_counter() - t0
     return report
 

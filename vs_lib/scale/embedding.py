@@ -12,9 +12,7 @@ course's ``VS_*`` settings reach the actors through their ``runtime_env``.
 ``python -m vs_lib embed --engine {inprocess,ray} [--address ADDR]``.
 
 A folder of the user's files (a collection, :mod:`vs_lib.collection`) goes through the same
-step: :func:`embed_files` runs :func:`embed_file_batch` — read each file, hash its bytes,
-decode it, embed it — in this process or in :class:`FileEmbedActor` actors of a Ray Data job
-(``engine="ray"``), which give the same result.
+step in :mod:`vs_lib.scale.files`; starting Ray is :mod:`vs_lib.scale.ray_runtime`'s job.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import os
 import sqlite3
 import time
@@ -35,26 +32,21 @@ import numpy as np
 
 from .. import config, data
 from ..index.sync import storage_keys
+from .ray_runtime import quiet_ray_data, start_ray
 
 __all__ = [
     "CLI_HELP",
     "EmbedActor",
-    "FileEmbedActor",
-    "FileEmbedding",
     "InProcessEmbedding",
     "RayEmbedding",
     "cli_add_arguments",
     "cli_main",
-    "embed_file_batch",
-    "embed_files",
     "embed_inprocess",
     "embed_with_ray",
     "images_by_id",
     "read_embeddings",
     "write_embeddings",
 ]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -207,58 +199,6 @@ class EmbedActor:
         return {"image_id": np.asarray(batch["image_id"], np.int64), "embedding": embeddings}
 
 
-@contextlib.contextmanager
-def _quiet_ray_data() -> Iterator[None]:
-    """No progress bars or info logs from Ray Data during the job (settings restored after)."""
-    import ray.data
-
-    ctx = ray.data.DataContext.get_current()
-    quiet = {"enable_progress_bars": False, "print_on_execution_start": False, "enable_operator_progress_bars": False}
-    before = {attr: getattr(ctx, attr) for attr in quiet if hasattr(ctx, attr)}
-    loggers = {name: logging.getLogger(name) for name in ("ray", "ray.data", "ray._private")}
-    levels = {name: lg.level for name, lg in loggers.items()}
-    try:
-        for attr in before:
-            setattr(ctx, attr, quiet[attr])
-        for lg in loggers.values():
-            lg.setLevel(logging.ERROR)
-        yield
-    finally:
-        for attr, value in before.items():
-            setattr(ctx, attr, value)
-        for name, lg in loggers.items():
-            lg.setLevel(levels[name])
-
-
-def _start_ray(num_cpus: int, address: str | None, attempts: int = 3) -> bool:
-    """Start (or join) Ray unless it runs already; True when this call started it.
-
-    Starting a local node launches several processes that must register within Ray's own 30 s;
-    on a busy machine that can fail, so a local start is tried ``attempts`` times before a
-    ``RuntimeError`` says what happened.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address is not None:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
-        return True
-    for attempt in range(1, attempts + 1):
-        try:
-            ray.init(num_cpus=int(num_cpus), include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-            break
-        except Exception as err:  # Ray raises a bare Exception when its node does not come up
-            ray.shutdown()
-            if attempt == attempts:
-                raise RuntimeError(
-                    f"Ray could not start a local node in {attempts} attempts ({err}); the machine may be overloaded"
-                ) from err
-            log.warning("Ray did not start (attempt %d of %d): %s; retrying", attempt, attempts, err)
-            time.sleep(2.0 * attempt)
-    return True
-
-
 def _run_job(
     encoder_path: Path,
     ids: np.ndarray,
@@ -341,10 +281,10 @@ def embed_with_ray(
         raise ValueError(f"num_cpus must be >= 1, got {num_cpus}")
     keys = _keys_of(ids, None, db_path)
     t0 = time.perf_counter()
-    started_here = _start_ray(num_cpus, address)
+    started_here = start_ray(num_cpus, address)
     startup = time.perf_counter() - t0
     try:
-        with _quiet_ray_data():
+        with quiet_ray_data():
             cpus = int(ray.cluster_resources().get("CPU", num_cpus))
             n_actors = int(num_actors or max(1, cpus))
             t1 = time.perf_counter()
@@ -365,202 +305,6 @@ def embed_with_ray(
     )
 
 
-# ====================================================================== files of a folder
-@dataclass
-class FileEmbedding:
-    """Per file, in the order asked: what was read and its embedding.
-
-    ``paths`` (n,) relative to the folder; ``sha256`` of the bytes embedded, ``size`` and
-    ``mtime_ns`` of the file as read; ``phash`` (n,) uint64 perceptual hashes;
-    ``embeddings`` (n, dim) float32 L2-normalised (zero rows where ``errors`` is not empty:
-    the file vanished, changed while read, or is not a usable image).
-    """
-
-    paths: list[str]
-    sha256: list[str]
-    size: np.ndarray
-    mtime_ns: np.ndarray
-    phash: np.ndarray
-    embeddings: np.ndarray
-    errors: list[str]
-
-    @property
-    def ok(self) -> np.ndarray:
-        """(n,) bool: the files embedded."""
-        return np.array([not e for e in self.errors], dtype=bool)
-
-    @classmethod
-    def concat(cls, parts: Sequence[FileEmbedding], dim: int) -> FileEmbedding:
-        if not parts:
-            empty = np.zeros(0, np.int64)
-            return cls([], [], empty, empty, np.zeros(0, np.uint64), np.zeros((0, dim), np.float32), [])
-        return cls(
-            [p for part in parts for p in part.paths],
-            [h for part in parts for h in part.sha256],
-            np.concatenate([part.size for part in parts]),
-            np.concatenate([part.mtime_ns for part in parts]),
-            np.concatenate([part.phash for part in parts]),
-            np.concatenate([part.embeddings for part in parts]),
-            [e for part in parts for e in part.errors],
-        )
-
-
-def embed_file_batch(
-    encoder: Any, folder: str | os.PathLike[str], paths: Sequence[str], *, draft_min_side: int | None = 224
-) -> FileEmbedding:
-    """Read, hash, decode and embed ``paths`` of ``folder`` (one batch; errors are recorded, not raised)."""
-    import hashlib
-
-    from .. import folders
-    from ..serving.hashing import perceptual_hash
-
-    n = len(paths)
-    sha, errors = [""] * n, [""] * n
-    size, mtime = np.zeros(n, np.int64), np.zeros(n, np.int64)
-    phash = np.zeros(n, np.uint64)
-    images, kept = [], []
-    for i, path in enumerate(paths):
-        try:
-            raw, st = folders.read_file(folder, path)
-            decoded = folders.decode_image_bytes(raw, draft_min_side=draft_min_side)
-        except FileNotFoundError:
-            errors[i] = "deleted before it could be read"
-            continue
-        except (OSError, folders.ImageFileError) as e:
-            errors[i] = str(e) if isinstance(e, folders.ImageFileError) else f"cannot be read ({type(e).__name__})"
-            continue
-        sha[i], size[i], mtime[i] = hashlib.sha256(raw).hexdigest(), st.size, st.mtime_ns
-        images.append(decoded.image)
-        kept.append(i)
-    emb = np.zeros((n, encoder.dim), np.float32)
-    if images:
-        emb[kept] = np.asarray(encoder.embed(images, batch_size=max(1, len(images))), np.float32)
-        phash[kept] = perceptual_hash(images)
-    return FileEmbedding(list(paths), sha, size, mtime, phash, emb, errors)
-
-
-class FileEmbedActor:
-    """Ray Data actor for a folder: loads the encoder once, then turns batches ``{"path"}`` into
-    the columns of :class:`FileEmbedding` (through :func:`embed_file_batch`)."""
-
-    def __init__(self, encoder_path: str, folder: str, threads: int = 1, draft_min_side: int | None = 224):
-        import torch
-
-        from .. import models
-
-        torch.set_num_threads(max(1, int(threads)))  # this actor's own process
-        self.encoder = models.load_encoder(encoder_path)
-        self.folder = folder
-        self.draft_min_side = draft_min_side
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        r = embed_file_batch(
-            self.encoder, self.folder, [str(p) for p in batch["path"]], draft_min_side=self.draft_min_side
-        )
-        return {
-            "path": np.array(r.paths, dtype=object),
-            "sha256": np.array(r.sha256, dtype=object),
-            "size": r.size,
-            "mtime_ns": r.mtime_ns,
-            "phash": r.phash,
-            "embedding": r.embeddings,
-            "error": np.array(r.errors, dtype=object),
-        }
-
-
-def _files_with_ray(
-    encoder_path: Path, folder: str, paths: Sequence[str], batch_size: int, address: str | None, num_cpus: int
-) -> list[FileEmbedding]:
-    import ray
-
-    started_here = _start_ray(num_cpus, address)
-    try:
-        with _quiet_ray_data():
-            n_actors = max(1, int(ray.cluster_resources().get("CPU", num_cpus)))
-            rows = [{"path": p} for p in paths]
-            ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(paths) // batch_size))).map_batches(
-                FileEmbedActor,
-                fn_constructor_kwargs={"encoder_path": str(encoder_path.resolve()), "folder": str(folder)},
-                batch_size=batch_size,
-                batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=n_actors),
-                num_cpus=1,
-                runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k.startswith("VS_")}},
-            )
-            parts = []
-            for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                parts.append(
-                    FileEmbedding(
-                        [str(p) for p in b["path"]],
-                        [str(h) for h in b["sha256"]],
-                        np.asarray(b["size"], np.int64),
-                        np.asarray(b["mtime_ns"], np.int64),
-                        np.asarray(b["phash"], np.uint64),
-                        np.asarray(b["embedding"], np.float32).reshape(len(b["path"]), -1),
-                        [str(e) for e in b["error"]],
-                    )
-                )
-    finally:
-        if started_here:
-            ray.shutdown()
-    return parts
-
-
-def embed_files(
-    encoder: Any,
-    folder: str | os.PathLike[str],
-    paths: Sequence[str],
-    *,
-    engine: str = "inprocess",
-    encoder_path: str | os.PathLike[str] | None = None,
-    address: str | None = None,
-    num_cpus: int = 2,
-    batch_size: int = 32,
-    progress: bool = False,
-    on_batch: Any = None,
-) -> FileEmbedding:
-    """Embed files of ``folder`` in this process or as a Ray Data job (``engine="ray"``).
-
-    Ray needs ``encoder_path``, the saved encoder its actors load (and, on a cluster at
-    ``address``, a folder its workers can read).  Results come back in the order of
-    ``paths``.  ``on_batch(part)`` is called after each in-process batch (the collection
-    saves its progress there, so an interrupted run loses at most one batch).
-    """
-    if engine not in ("inprocess", "ray"):
-        raise ValueError(f"engine must be 'inprocess' or 'ray', got {engine!r}")
-    paths = list(paths)
-    if engine == "ray":
-        if encoder_path is None or not Path(encoder_path).exists():
-            raise FileNotFoundError(f"a Ray job loads the encoder from a file; none at {encoder_path}")
-        parts = _files_with_ray(Path(encoder_path), str(Path(folder).resolve()), paths, batch_size, address, num_cpus)
-        merged = FileEmbedding.concat(parts, encoder.dim)
-        order = {p: i for i, p in enumerate(merged.paths)}
-        pick = [order[p] for p in paths]
-        return FileEmbedding(
-            [merged.paths[i] for i in pick],
-            [merged.sha256[i] for i in pick],
-            merged.size[pick],
-            merged.mtime_ns[pick],
-            merged.phash[pick],
-            merged.embeddings[pick],
-            [merged.errors[i] for i in pick],
-        )
-    from tqdm.auto import tqdm
-
-    done: list[FileEmbedding] = []
-    with tqdm(
-        total=len(paths), desc=f"embed ({getattr(encoder, 'name', 'encoder')})", unit="img", disable=not progress
-    ) as bar:
-        for s in range(0, len(paths), batch_size):
-            part = embed_file_batch(encoder, folder, paths[s : s + batch_size])
-            done.append(part)
-            bar.update(len(part.paths))
-            if on_batch is not None:
-                on_batch(part)
-    return FileEmbedding.concat(done, encoder.dim)
-
-
-# ====================================================================== command line
 CLI_HELP = "embed the corpus in-process or as a Ray Data job, to Parquet"
 
 

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import config as paths
+from ..collection.store import adapted_model_path
 from .losses import both_views_loss
 
 __all__ = ["AdaptResult", "FolderAdaptConfig", "adapt_to_folder", "adapted_model_path", "folder_main", "smoke_config"]
@@ -89,13 +89,6 @@ class AdaptResult:
     losses: list[float]
     seconds: float
     images: int
-
-
-def adapted_model_path(folder: str | os.PathLike[str]) -> Path:
-    """``<models_dir>/folders/<folder's collection name>-adapted.pt``."""
-    from ..collection.sync import default_name
-
-    return paths.models_dir() / "folders" / f"{default_name(folder)}-adapted.pt"
 
 
 # --------------------------------------------------------------------------- views through the frozen trunk

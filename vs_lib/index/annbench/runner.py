@@ -241,32 +241,8 @@ def run_sweep(
                     f"  {res.algorithm} {res.setting}: recall {res.recall:.4f} QPS {res.qps:,.0f} (CPU {res.qps_cpu:,.0f})"
                 )
             del items
-    protocol = {
-        "task": task.name,
-        "gallery": len(task.train),
-        "queries": len(task.test),
-        "dim": int(task.train.shape[1]),
-        "k": task.k,
-        "recall": f"ann-benchmarks k-nn recall: recomputed distance <= true {task.k}th distance + {EPSILON}",
-        "recall_queries": n_recall,
-        "timing_queries": len(timing),
-        "anchor": "FAISS exact scan (IndexFlatL2), single queries",
-        "anchor_queries": min(anchor_queries, len(timing)),
-        "rounds": rounds,
-        "query_threads": 1,
-        "build_threads": build_threads,
-        "grid": grid if isinstance(grid, str) else "custom",
-        "ground_truth": "exact_topk candidates, distances recomputed in float64, 100 per query",
-    }
-    machine = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": _cpu_model(),
-        "simd": _simd(),
-        "cpus": os.cpu_count(),
-        "load_average_start": load_start,
-        "load_average_end": os.getloadavg(),
-    }
+    protocol = _protocol(task, grid, n_recall, len(timing), anchor_queries, rounds, build_threads)
+    machine = _machine(load_start)
     libs = ("numpy", "faiss-cpu", "hnswlib", "usearch", "annoy", "scann", "pynndescent", "numba", "scikit-learn")
     versions = {lib: version_of(lib) for lib in libs}
     return summarise(
@@ -280,6 +256,48 @@ def run_sweep(
         label=label,
         failures=sweep.failures,
     )
+
+
+def _protocol(
+    task: Task,
+    grid: str | list[Entry],
+    n_recall: int,
+    n_timing: int,
+    anchor_queries: int,
+    rounds: int,
+    build_threads: int,
+) -> dict[str, Any]:
+    """How the sweep measured (JSON-able), stored beside its results."""
+    return {
+        "task": task.name,
+        "gallery": len(task.train),
+        "queries": len(task.test),
+        "dim": int(task.train.shape[1]),
+        "k": task.k,
+        "recall": f"ann-benchmarks k-nn recall: recomputed distance <= true {task.k}th distance + {EPSILON}",
+        "recall_queries": n_recall,
+        "timing_queries": n_timing,
+        "anchor": "FAISS exact scan (IndexFlatL2), single queries",
+        "anchor_queries": min(anchor_queries, n_timing),
+        "rounds": rounds,
+        "query_threads": 1,
+        "build_threads": build_threads,
+        "grid": grid if isinstance(grid, str) else "custom",
+        "ground_truth": "exact_topk candidates, distances recomputed in float64, 100 per query",
+    }
+
+
+def _machine(load_start: tuple[float, float, float]) -> dict[str, Any]:
+    """The machine the sweep ran on (JSON-able), with its load at the start and the end."""
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "simd": _simd(),
+        "cpus": os.cpu_count(),
+        "load_average_start": load_start,
+        "load_average_end": os.getloadavg(),
+    }
 
 
 def _cpuinfo() -> str:
