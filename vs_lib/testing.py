@@ -13,8 +13,10 @@ service also tests them:
 - its flat index, built by the indexing pipeline (:func:`vs_lib.serving.ensure_index`).
 
 Point ``VS_DATA_DIR``/``VS_DB`` at the returned paths to run ``python -m vs_lib serve
---model <model> --index-path <index>`` on this platform. ``copy_platform`` gives a test its
-own copy to upload into, so a shared platform is never changed.
+--model <model> --index-path <index>`` on this platform — or let :func:`start_server` do it
+(a real server process, waited for with a deadline, its log kept for the error message).
+``copy_platform`` gives a test its own copy to upload into, so a shared platform is never
+changed; :func:`issue_token` makes a user's API token on it.
 """
 
 from __future__ import annotations
@@ -22,11 +24,17 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
+import socket
 import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
-from . import data, models, serving, synthetic
+from . import auth, data, database, models, serving, synthetic
 
 DB_NAME = "visual_search.db"
 
@@ -112,3 +120,93 @@ def copy_platform(paths: PlatformPaths, folder: str | os.PathLike[str]) -> Platf
     if (src_dir / "objects").exists():
         shutil.copytree(src_dir / "objects", folder / "objects")
     return new
+
+
+def issue_token(paths: PlatformPaths, user_id: int, *, seconds: float = 3600.0, label: str = "test") -> str:
+    """A new API token of ``user_id`` on the platform at ``paths`` (what ``python -m vs_lib user token`` does)."""
+    with contextlib.closing(database.connect(paths["db"])) as conn:
+        return auth.issue(conn, user_id, "token", seconds=seconds, label=label)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    """``python -m vs_lib serve`` running as a child process; its output goes to ``log_path``."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def log(self, tail: int = 40) -> str:
+        """The last ``tail`` lines the server printed."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-tail:])
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind runs in the server."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM (the server writes its last snapshot), then SIGKILL if it does not exit in time."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def start_server(
+    paths: PlatformPaths,
+    *,
+    port: int | None = None,
+    args: tuple[str, ...] = (),
+    log_path: str | os.PathLike[str] | None = None,
+    timeout: float = 180.0,
+    wait: bool = True,
+) -> ServerProcess:
+    """Start ``python -m vs_lib serve`` on the platform at ``paths`` (loopback, a free port).
+
+    With ``wait``, returns once ``GET /health`` answers, polling every 0.2 s until ``timeout``;
+    raises ``RuntimeError`` with the server's own output if it exits or never answers (and
+    then kills it). ``VS_DATA_DIR``/``VS_DB`` point at the platform, so uploads land there.
+    """
+    port = port or free_port()
+    log = Path(log_path) if log_path is not None else paths["data_dir"] / f"server-{port}.log"
+    env = {**os.environ, "VS_DATA_DIR": str(paths["data_dir"]), "VS_DB": str(paths["db"])}
+    cmd = [sys.executable, "-m", "vs_lib", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--model", str(paths["model"]), "--index-path", str(paths["index"]), *args]  # fmt: skip
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    server = ServerProcess(proc, f"http://127.0.0.1:{port}", log)
+    if wait:
+        wait_until_up(server, timeout)
+    return server
+
+
+def wait_until_up(server: ServerProcess, timeout: float = 180.0) -> None:
+    """Poll ``/health`` (sleeping 0.2 s between tries) until it answers 200 or ``timeout`` passes."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"the server exited with code {server.proc.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(server.url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    server.kill()
+    raise RuntimeError(f"the server did not answer /health within {timeout:g} s:\n{server.log()}")

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from ..serving import ServingError
 from .forms import ERRORS, parse_bool, read_upload, service_of, thumbnail_url
-from .security import CLAIM_FIELD, refuse_claims, requester, require_user
+from .security import refuse_claimed_form, requester, require_user
 
 router = APIRouter(tags=["images"])
 MAX_ID = 2**63 - 1
@@ -40,10 +40,8 @@ def upload(
     image: UploadFile | None = File(None, description="the image file"),
     tags: str | None = Form("", description="comma-separated manual tags"),
     is_private: str | None = Form("false", description="true: only you can see and find it"),
-    claimed_user: str | None = CLAIM_FIELD("user_id"),
-    claimed_owner: str | None = CLAIM_FIELD("owner_id"),
+    _: None = Depends(refuse_claimed_form),
 ) -> UploadAnswer:
-    refuse_claims(claimed_user, claimed_owner)
     service = service_of(request)
     if image is None:
         raise ServingError("an image file (field 'image') is required")

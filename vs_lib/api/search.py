@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from ..serving import MAX_K, ServingError
 from .forms import ERRORS, int_or_none, read_upload, service_of, thumbnail_url
-from .security import CLAIM_FIELD, refuse_claims, requester
+from .security import refuse_claimed_form, requester
 
 router = APIRouter(tags=["search"])
 
@@ -40,11 +40,9 @@ def search(
     image_id: str | None = Form(None, description="id of an image already on the platform"),
     crop: str | None = Form(None, description="x0,y0,x1,y1 in pixels of the original image"),
     k: str | None = Form("10", description=f"number of results, 1..{MAX_K}"),
-    claimed_user: str | None = CLAIM_FIELD("user_id"),
-    claimed_owner: str | None = CLAIM_FIELD("owner_id"),
+    _: None = Depends(refuse_claimed_form),
 ) -> SearchAnswer:
     t0 = time.perf_counter()
-    refuse_claims(claimed_user, claimed_owner)
     service = service_of(request)
     qid = int_or_none(image_id, "image_id")
     data = read_upload(image, service.embedder.max_bytes) if image is not None else None

@@ -27,7 +27,6 @@ import secrets
 import sqlite3
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.responses import JSONResponse
@@ -105,7 +104,7 @@ def _conn(request: Request) -> sqlite3.Connection:
 
 
 def refuse_claimed_identity(request: Request) -> None:
-    """400 for a ``user_id``/``owner_id`` in the query string (forms: :func:`check_form`)."""
+    """400 for a ``user_id``/``owner_id`` in the query string (forms: :func:`refuse_claimed_form`)."""
     for name in CLAIMED_IDENTITY:
         if name in request.query_params:
             raise ServingError(
@@ -114,15 +113,13 @@ def refuse_claimed_identity(request: Request) -> None:
             )
 
 
-def CLAIM_FIELD(name: str) -> Any:
-    """A form field a client may send only to be told it no longer counts (hidden from the schema)."""
-    return Form(None, alias=name, include_in_schema=False)
-
-
-def refuse_claims(*claims: str | None) -> None:
-    """400 when a form carried ``user_id`` or ``owner_id`` (read with :func:`CLAIM_FIELD`)."""
-    for name, value in zip(CLAIMED_IDENTITY, claims, strict=False):
-        if value is not None:
+async def refuse_claimed_form(request: Request) -> None:
+    """400 when a form carries ``user_id`` or ``owner_id`` (the parsed form is cached on the request)."""
+    if not request.headers.get("content-type", "").startswith(("multipart/form-data", "application/x-www-form")):
+        return
+    form = await request.form()
+    for name in CLAIMED_IDENTITY:
+        if name in form:
             raise ServingError(
                 f"{name} is not accepted: the requester is whoever holds the credential "
                 "(Authorization: Bearer <token>, or the web page's sign-in)"
