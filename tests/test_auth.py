@@ -167,7 +167,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def test_every_bad_credential_is_a_401_with_a_clear_message(web, conn):
-    client, _, paths = web
+    client, _, _paths = web
     expired = auth.issue(conn, 2, "token", seconds=1)
     revoked = auth.issue(conn, 2, "token")
     auth.revoke(conn, selector=revoked)
@@ -244,7 +244,7 @@ def test_sign_in_with_a_password_and_refusals(web, conn):
 
 def test_nothing_a_client_sends_changes_another_users_data(web, conn):
     """User 2 tries every way to act on user 3's images: all refused, every row as it was."""
-    client, svc, paths = web
+    client, _svc, _paths = web
     t2, t3 = auth.issue(conn, 2, "token"), auth.issue(conn, 3, "token")
     mine = client.post("/images", files={"image": ("a.png", png(pattern(2)), "image/png")}, data={"is_private": "true"},
                        headers=bearer(t3)).json()["image_id"]  # fmt: skip
@@ -262,7 +262,7 @@ def test_nothing_a_client_sends_changes_another_users_data(web, conn):
             files={"image": ("c.png", png(pattern(4)), "image/png")},
             data={"owner_id": "3"},
             headers=bearer(t2),
-        ),  # an upload for someone else  # fmt: skip
+        ),
     ]
     assert [r.status_code for r in refusals] == [404, 403, 401, 400, 400]
     assert snapshot() == before
@@ -322,7 +322,6 @@ def test_no_sign_in_is_refused_on_any_address_but_loopback():
 def test_serve_refuses_a_public_address_without_sign_in_before_loading_anything(own):
     import os
 
-    t0 = time.perf_counter()
     out = subprocess.run(
         [sys.executable, "-m", "vs_lib", "serve", "--host", "0.0.0.0", "--local-owner", "user00001",
          "--model", str(own["model"]), "--index-path", str(own["index"])],
