@@ -13,7 +13,9 @@ calls :func:`serve_app` with an :class:`~vs_lib.api.security.AccessPolicy`.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +125,27 @@ def serve_app(app: Any, host: str, port: int) -> None:
     from .security import AccessPolicy, check_bind
 
     check_bind(host, getattr(app.state, "policy", None) or AccessPolicy())
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    with _TermAsReturn():
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+class _TermAsReturn:
+    """While active, SIGTERM only records itself (main thread only).
+
+    uvicorn shuts down gracefully on SIGTERM and then raises the signal again under the
+    handler it found; with the default one the process would die right there, before the
+    caller's clean-up (the service's last index snapshot) runs. Under this handler the
+    re-raised signal is a no-op and ``uvicorn.run`` simply returns."""
+
+    def __enter__(self) -> _TermAsReturn:
+        self.previous: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 def cli_main(args: argparse.Namespace) -> int:
