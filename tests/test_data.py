@@ -422,7 +422,9 @@ def test_upgrade_keeps_every_row_and_id_and_makes_ids_never_reused(small_db):
         assert {"vectors", "credentials", "passwords"} <= {
             r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         }
-        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (database.SCHEMA_VERSION,)
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+            database.SCHEMA_VERSION,
+        )
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
         a = data.insert_image(conn, owner_id=1, storage_key="uploads/b.png")
         conn.commit()

@@ -86,8 +86,8 @@ def _run(conn, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
         print(f"revoked {n} credential(s)", file=sys.stderr)
         return 0 if n else 1
     if args.action == "list":
-        uid = user_id_of(conn, args.user) if args.user else None
-        rows = list_credentials(conn, uid)
+        only: int | None = user_id_of(conn, args.user) if args.user else None
+        rows = list_credentials(conn, only)
         print(f"{'user':<12} {'kind':<8} {'selector':<17} {'state':<8} {'created':<17} {'expires':<17} label")
         for c in rows:
             print(f"{c.username:<12} {c.kind:<8} {c.selector:<17} {c.state():<8} {_fmt(c.created_at):<17} "

@@ -39,7 +39,7 @@ from .hashing import perceptual_hash
 from .images import MAX_PIXELS, MAX_UPLOAD_BYTES, CropSpec, apply_crop, encode_png, parse_crop, to_pil
 from .neighbours import NeighbourService, ensure_index
 from .rerank import DUP_COSINE, DUP_HAMMING, ReRanker, Result
-from .responses import Health, SearchResponse, StageTimer, UploadResult
+from .responses import Health, SearchResponse, StageTimer, StopReason, UploadResult
 from .snapshots import SNAPSHOT_EVERY, SNAPSHOT_SECONDS, Snapshotter
 from .store import PlatformStore
 
@@ -225,7 +225,7 @@ class SearchService:
             results, dropped = self._rerank(ids, scores, k, user_id, query_id)
             timer.lap("rerank")
             elapsed = (time.perf_counter() - timer.start) * 1000.0
-            stop = (
+            stop: StopReason | None = (
                 "k_results" if len(results) >= k
                 else "index_exhausted" if fetch >= n_index
                 else "candidate_cap" if fetch >= cap

@@ -78,7 +78,7 @@ class ReRanker:
             if query_image_id is not None and i == query_image_id:
                 dropped["query"] += 1
                 continue
-            reason = hidden_reason(meta.get(i), requester_id, as_result=True)
+            reason: str | None = hidden_reason(meta.get(i), requester_id, as_result=True)
             if reason is None and i in missing:
                 reason = "missing"
             if reason is not None:
@@ -93,11 +93,11 @@ class ReRanker:
         results: list[Result] = []
         chunk = max(2 * k, 32)
         for s in range(0, len(passing), chunk):
-            pos = passing[s : s + chunk]
-            part = ids[pos].tolist()
+            positions = passing[s : s + chunk]
+            part: list[int] = ids[positions].tolist()
             h = hashes(part) if use_h else None  # type: ignore[misc]
             v = vectors(part) if use_v else None  # type: ignore[misc]
-            for j, (p, image_id) in enumerate(zip(pos, part, strict=True)):
+            for j, (p, image_id) in enumerate(zip(positions, part, strict=True)):
                 hj = None if h is None else h[j]
                 vj = None if v is None else v[j]
                 if kept.is_duplicate(hj, vj, self.dup_hamming, self.dup_cosine):
@@ -129,7 +129,7 @@ class _Kept:
         """Whether a candidate with hash ``h`` / vector ``v`` copies a kept one (``O(kept)`` work)."""
         hashes = self.hashes
         if hashes is not None and hashes.size and h is not None and max_bits is not None:
-            return bool((hamming(hashes, np.uint64(h)) <= max_bits).any()) or self._cosine_dup(v, min_cosine)
+            return bool((hamming(hashes, int(h)) <= max_bits).any()) or self._cosine_dup(v, min_cosine)
         return self._cosine_dup(v, min_cosine)
 
     def _cosine_dup(self, v: np.ndarray | None, min_cosine: float | None) -> bool:
