@@ -208,6 +208,7 @@ def upload_stream(url: str, tokens: list[str], rate: float, stop: threading.Even
                            files={"image": ("u.png", testing.drill_image(100_000 + n), "image/png")})  # fmt: skip
                 if r.status_code == 201:
                     out["latency_ms"].append((time.perf_counter() - t0) * 1000)
+                    out.setdefault("stages", []).append(r.json()["timings_ms"])
                 else:
                     out["errors"].append(f"{r.status_code}: {r.text[:120]}")
             except Exception as e:
@@ -239,6 +240,8 @@ def uploads_beside_searches(url: str, make_forms, tokens: list[str], args) -> di
         t.join(60)
     q, b = percentiles(quiet), percentiles(busy)
     up = percentiles(uploads["latency_ms"])
+    stages = uploads.get("stages", [])
+    stage_p50 = {k: round(float(np.median([t[k] for t in stages if k in t])), 2) for k in (stages[0] if stages else {})}
     return {
         "upload_rate_per_s": args.upload_rate,
         "blocks": args.upload_blocks,
@@ -249,6 +252,7 @@ def uploads_beside_searches(url: str, make_forms, tokens: list[str], args) -> di
             **up,
             "max_ms": round(max(uploads["latency_ms"]), 2) if uploads["latency_ms"] else None,
             "acknowledged": len(uploads["latency_ms"]),
+            "stages_ms_p50": stage_p50,  # server side: validate, embed, store (file + fsync), commit, index
             "errors": len(uploads["errors"]),
             "error_examples": uploads["errors"][:3],
         },
