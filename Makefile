@@ -64,8 +64,9 @@ test-fast: setup  ## unit tests only, no notebooks or browser
 lab: setup  ## JupyterLab on notebooks/
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --allow-root --no-browser
 
-serve: index  ## the HTTP search service and web page on $(HOST):$(PORT)
-	$(PY) -m vs_lib serve --host $(HOST) --port $(PORT) --model labels
+DEMO_USER ?= user00001
+serve: index  ## the HTTP search service and web page on $(HOST):$(PORT); prints a sign-in link for $(DEMO_USER)
+	$(PY) -m vs_lib serve --host $(HOST) --port $(PORT) --model labels --demo-user $(DEMO_USER)
 
 bench: index  ## every benchmark, JSON into reports/benchmarks/
 	@mkdir -p reports/benchmarks

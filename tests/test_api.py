@@ -1,13 +1,16 @@
 """vs_lib.api: the HTTP contract, bad inputs (4xx, nothing changed, server up), privacy, CLI.
 
-The read-only tests share one client; tests that send uploads (refused or not) use a copy
-of the platform, so the shared one never changes.
+The requester is whoever holds the bearer token a test sends (tokens made through the
+library, as ``python -m vs_lib user token`` makes them). The read-only tests share one client;
+tests that send uploads (refused or not) use a copy of the platform, so the shared one never
+changes. Credentials themselves (sessions, CSRF, expiry, revocation) are tests/test_auth.py's.
 """
 
 from __future__ import annotations
 
 import functools
 import io
+import json
 import sqlite3
 import subprocess
 import sys
@@ -24,7 +27,18 @@ PERSONAL = ("username", "email", "age", "gender", "city", "country")
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
-    return testing.build_small_platform(tmp_path_factory.mktemp("api_platform"), N_IMAGES, n_users=20, seed=1)
+    paths = testing.build_small_platform(tmp_path_factory.mktemp("api_platform"), N_IMAGES, n_users=20, seed=1)
+    TOKENS.clear()
+    TOKENS.update({u: testing.issue_token(paths, u) for u in range(1, 21)})  # copies of the platform share them
+    return paths
+
+
+TOKENS: dict[int, str] = {}
+
+
+def as_user(user: int | None) -> dict[str, str]:
+    """The headers of a request by ``user`` (``None``: anonymous)."""
+    return {} if user is None else {"Authorization": f"Bearer {TOKENS[user]}"}
 
 
 def _client(paths):
@@ -117,16 +131,17 @@ def personal_values(platform):
 
 
 def test_search_response_shape(client, public_id):
-    r = client.post("/search", data={"image_id": str(public_id), "k": "7", "user_id": "2"})
+    r = client.post("/search", data={"image_id": str(public_id), "k": "7"}, headers=as_user(2))
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"results", "timings_ms"}
-    assert len(body["results"]) == 7
+    assert set(body) == {"results", "timings_ms", "candidates", "fewer_than_k", "stop_reason"}
+    assert len(body["results"]) == 7 and body["fewer_than_k"] is False and body["stop_reason"] == "k_results"
+    assert body["candidates"] >= 7
     for rank, item in enumerate(body["results"], start=1):
         assert set(item) == {"image_id", "score", "rank", "thumbnail_url", "tags"}
         assert item["rank"] == rank and -1.0001 <= item["score"] <= 1.0001
-        assert item["thumbnail_url"].startswith(f"/images/{item['image_id']}?")
-        assert client.get(item["thumbnail_url"]).headers["content-type"] == "image/png"
+        assert item["thumbnail_url"] == f"/images/{item['image_id']}?size={api.THUMB_SIZE}"  # no identity in it
+        assert client.get(item["thumbnail_url"], headers=as_user(2)).headers["content-type"] == "image/png"
     assert set(body["timings_ms"]) == {"validate", "embed", "search", "rerank", "total", "request"}
     assert public_id not in [item["image_id"] for item in body["results"]]
     assert_no_personal_fields(body)
@@ -155,7 +170,15 @@ def test_health_docs_page(client):
     assert_no_personal_fields(h)
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
-    assert {"/search", "/images", "/images/{image_id}", "/health"} <= set(spec["paths"])
+    assert {"/search", "/images", "/images/{image_id}", "/health", "/auth/session"} <= set(spec["paths"])
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["bearerToken"] == {**schemes["bearerToken"], "type": "http", "scheme": "bearer"}
+    assert schemes["sessionCookie"]["in"] == "cookie"
+    assert {"bearerToken": []} in spec["paths"]["/search"]["post"]["security"]
+    # no operation documents a client-stated identity
+    params = [p["name"] for op in spec["paths"].values() for m in op.values() for p in m.get("parameters", [])]
+    forms = json.dumps(spec["components"]["schemas"])
+    assert "user_id" not in params and "owner_id" not in params and '"owner_id"' not in forms
     page = client.get("/")
     assert page.status_code == 200 and "<canvas" in page.text
     for asset in ("/static/app.js", "/static/style.css"):
@@ -167,12 +190,16 @@ def test_health_docs_page(client):
 def test_private_image_404_for_others(client, platform):
     pid, owner = db_rows(platform, "SELECT id, owner_id FROM images WHERE is_private = 1 LIMIT 1")[0]
     other = 1 if owner != 1 else 2
-    assert client.get(f"/images/{pid}?user_id={owner}").status_code == 200
-    for who in (f"?user_id={other}", ""):
-        r = client.get(f"/images/{pid}{who}")
-        assert r.status_code == 404 and r.json()["detail"] == f"unknown image_id {pid}"  # same as a missing id
-    assert client.post("/search", data={"image_id": str(pid), "user_id": str(other)}).status_code == 404
-    assert client.post("/search", data={"image_id": str(pid), "user_id": str(owner)}).status_code == 200
+    assert client.get(f"/images/{pid}", headers=as_user(owner)).status_code == 200
+    for who in (other, None):
+        for url in (f"/images/{pid}", f"/images/{pid}?size=96"):  # the image and its thumbnail
+            r = client.get(url, headers=as_user(who))
+            assert r.status_code == 404 and r.json()["detail"] == f"unknown image_id {pid}"  # same as a missing id
+        assert client.post("/search", data={"image_id": str(pid)}, headers=as_user(who)).status_code == 404
+    assert client.post("/search", data={"image_id": str(pid)}, headers=as_user(owner)).status_code == 200
+    # claiming to be the owner changes nothing: the claim is refused, not believed
+    r = client.get(f"/images/{pid}?user_id={owner}", headers=as_user(other))
+    assert r.status_code == 400 and "not accepted" in r.json()["detail"]
 
 
 def test_privacy_over_random_requests(client, platform):
@@ -182,9 +209,7 @@ def test_privacy_over_random_requests(client, platform):
         q = int(rng.integers(0, N_IMAGES))
         user = None if rng.random() < 0.2 else int(rng.integers(1, 21))
         form = {"image_id": str(q), "k": str(int(rng.integers(1, 40)))}
-        if user is not None:
-            form["user_id"] = str(user)
-        r = client.post("/search", data=form)
+        r = client.post("/search", data=form, headers=as_user(user))
         owner, private, flagged = meta[q]
         if (private or flagged) and owner != user:
             assert r.status_code == 404
@@ -204,8 +229,9 @@ def test_upload_then_find(own):
     pattern = np.kron((rng.random((7, 7)) > 0.5).astype(np.uint8) * 255, np.ones((4, 4), np.uint8))
     r = client.post(
         "/images",
-        data={"user_id": "3", "tags": "checks", "is_private": "false"},
+        data={"tags": "checks", "is_private": "false"},
         files={"image": ("p.png", png(pattern), "image/png")},
+        headers=as_user(3),
     )
     assert r.status_code == 201, r.text
     new = r.json()["image_id"]
@@ -235,7 +261,7 @@ def test_bad_files_are_refused_and_change_nothing(scratch, name):
     client, platform = scratch
     data, status = _bad_uploads()[name]
     before = state(client, platform)
-    r = client.post("/images", data={"user_id": "3"}, files={"image": ("x.png", data, "image/png")})
+    r = client.post("/images", files={"image": ("x.png", data, "image/png")}, headers=as_user(3))
     assert r.status_code == status, (name, r.status_code, r.text)
     assert isinstance(r.json()["detail"], str) and len(r.json()["detail"]) > 10
     r = client.post("/search", data={"k": "5"}, files={"image": ("x.png", data, "image/png")})
@@ -248,7 +274,7 @@ def test_size_limit_413(scratch):
     client, platform = scratch
     before = state(client, platform)
     big = b"\x89PNG" + bytes(serving.MAX_UPLOAD_BYTES + api.FORM_OVERHEAD + 10)
-    r = client.post("/images", data={"user_id": "3"}, files={"image": ("big.png", big, "image/png")})
+    r = client.post("/images", files={"image": ("big.png", big, "image/png")}, headers=as_user(3))
     assert r.status_code == 413 and "limit" in r.json()["detail"]
     assert state(client, platform) == before
 
@@ -277,7 +303,8 @@ def test_unusual_modes_are_accepted(client, mode):
         ({"image_id": "{public}", "k": "ten"}, 400, "k must be an integer"),
         ({"image_id": "999999"}, 404, "unknown image_id"),
         ({"image_id": "abc"}, 400, "image_id must be an integer"),
-        ({"image_id": "{public}", "user_id": "424242"}, 404, "unknown user_id"),
+        ({"image_id": "{public}", "user_id": "424242"}, 400, "user_id is not accepted"),
+        ({"image_id": "{public}", "owner_id": "3"}, 400, "owner_id is not accepted"),
         ({"image_id": "{public}", "crop": "0,0,50,50"}, 400, "outside the image"),
         ({"image_id": "{public}", "crop": "10,10,10,20"}, 400, "empty"),
         ({"image_id": "{public}", "crop": "1,2,3"}, 400, "four numbers"),
@@ -298,14 +325,16 @@ def test_bad_upload_fields(scratch):
     img = png(np.zeros((28, 28), np.uint8))
     before = state(client, platform)
     cases = [
-        ({}, 400, "user_id"),
-        ({"user_id": "777777"}, 404, "unknown user_id"),
-        ({"user_id": "3", "is_private": "maybe"}, 400, "is_private"),
+        ({}, None, 401, "sign in"),  # anonymous: an upload needs an owner, and the owner is the credential
+        ({"user_id": "3"}, None, 401, "sign in"),
+        ({"user_id": "4"}, 3, 400, "user_id is not accepted"),  # signed in as 3, claiming to be 4
+        ({"owner_id": "4"}, 3, 400, "owner_id is not accepted"),
+        ({"is_private": "maybe"}, 3, 400, "is_private"),
     ]
-    for form, status, words in cases:
-        r = client.post("/images", data=form, files={"image": ("z.png", img, "image/png")})
+    for form, who, status, words in cases:
+        r = client.post("/images", data=form, files={"image": ("z.png", img, "image/png")}, headers=as_user(who))
         assert r.status_code == status and words in r.json()["detail"], r.text
-    r = client.post("/images", data={"user_id": "3"})
+    r = client.post("/images", headers=as_user(3))
     assert r.status_code == 400 and "image" in r.json()["detail"]
     assert client.get("/images/99999999").status_code == 404
     assert client.get("/images/1?size=5000").status_code == 400
@@ -318,5 +347,5 @@ def test_cli_serve_help():
         [sys.executable, "-m", "vs_lib", "serve", "--help"], capture_output=True, text=True, cwd=config.ROOT, timeout=60
     )
     assert out.returncode == 0
-    for flag in ("--host", "--port", "--model", "--index-kind"):
+    for flag in ("--host", "--port", "--model", "--index-kind", "--demo-user", "--local-owner"):
         assert flag in out.stdout

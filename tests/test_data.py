@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from vs_lib import config, data, folders, synthetic
+from vs_lib import config, data, database, folders, synthetic
 
 
 @pytest.fixture(scope="module")
@@ -375,3 +375,87 @@ def test_insert_image_adds_an_upload_row_and_respects_the_constraints(small_db):
         conn.rollback()
     assert data.table_counts(small_db)["images"] == before + 1
     conn.close()
+
+
+# ------------------------------------------------------------------- schema upgrades and stable ids
+V1_IMAGES = """CREATE TABLE images (
+    id INTEGER PRIMARY KEY, owner_id INTEGER NOT NULL REFERENCES users(id), upload_time INTEGER NOT NULL,
+    tags TEXT NOT NULL DEFAULT '', is_private INTEGER NOT NULL DEFAULT 0, is_flagged INTEGER NOT NULL DEFAULT 0,
+    storage_key TEXT NOT NULL UNIQUE, split TEXT NOT NULL, synthetic INTEGER NOT NULL DEFAULT 0)"""
+
+
+def _as_version_1(path):
+    """Turn a fresh database into what version 1 wrote: images without AUTOINCREMENT, no
+    vectors/credentials/passwords tables, schema_version 1 (rebuilt by hand, in plain SQL)."""
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA foreign_keys = OFF")
+    conn.execute("PRAGMA legacy_alter_table = ON")  # keep interactions pointing at "images"
+    conn.executescript(
+        "DROP TABLE vectors; DROP TABLE credentials; DROP TABLE passwords;"
+        f"ALTER TABLE images RENAME TO images_old; {V1_IMAGES};"
+        "INSERT INTO images SELECT * FROM images_old; DROP TABLE images_old;"
+        "UPDATE meta SET value = '1' WHERE key = 'schema_version';"
+    )
+    conn.commit()
+    conn.close()
+
+
+def test_upgrade_keeps_every_row_and_id_and_makes_ids_never_reused(small_db):
+    _as_version_1(small_db)
+    conn = sqlite3.connect(small_db)
+    conn.execute(
+        "INSERT INTO images (id, owner_id, upload_time, storage_key, split) VALUES (5000, 3, 0, 'uploads/a.png', 'upload')"
+    )
+    conn.commit()
+    conn.execute("DELETE FROM images WHERE id = 5000")  # version 1 would give 5000 to the next insert
+    conn.commit()
+    conn.close()
+    before = _dump(small_db)
+    # the data command upgrades an existing database instead of rebuilding it
+    info = data.build_database(small_db, SMALL, dataset=None)
+    assert info["built"] is False
+    assert _dump(small_db) == before  # every image, user and interaction kept, with its id
+    conn = data.connect(small_db)
+    try:
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'images'").fetchone()[0]
+        assert "AUTOINCREMENT" in sql.upper()
+        assert {"vectors", "credentials", "passwords"} <= {
+            r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+            database.SCHEMA_VERSION,
+        )
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        a = data.insert_image(conn, owner_id=1, storage_key="uploads/b.png")
+        conn.commit()
+        data.delete_image(conn, a)
+        b = data.insert_image(conn, owner_id=1, storage_key="uploads/c.png")
+        conn.commit()
+        assert b > a > max(i for (i, *_) in before["images"])  # no id is given twice
+    finally:
+        conn.close()
+    assert database.upgrade(small_db) == []  # idempotent
+
+
+def test_delete_image_removes_row_vector_and_object_file(small_db, tmp_path):
+    from PIL import Image
+
+    store = tmp_path / "objects"
+    conn = data.connect(small_db)
+    try:
+        key = "uploads/x.png"
+        (store / "uploads").mkdir(parents=True)
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(store / key)
+        i = data.insert_image(conn, owner_id=2, storage_key=key)
+        database.write_vector(conn, i, "enc-1", np.ones(8, np.float32))
+        conn.commit()
+        ids, vecs = database.read_vectors(conn, "enc-1", [i])
+        assert ids.tolist() == [i] and vecs.tolist() == [[1.0] * 8]
+        assert data.delete_image(conn, i, store_dir=store) == key
+        assert not (store / key).exists()
+        assert database.read_vectors(conn, "enc-1")[0].size == 0
+        corpus = conn.execute("SELECT id FROM images WHERE storage_key LIKE 'fashion-mnist/%' LIMIT 1").fetchone()[0]
+        data.delete_image(conn, corpus, store_dir=store)  # a corpus image: its row goes, the dataset is read-only
+        assert conn.execute("SELECT COUNT(*) FROM images WHERE id = ?", (corpus,)).fetchone() == (0,)
+    finally:
+        conn.close()

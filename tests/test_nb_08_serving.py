@@ -8,7 +8,7 @@ EXPECTED_STATUS = {
     "k = 0": 400,
     "k absurd": 400,
     "unknown image": 404,
-    "unknown user": 404,
+    "claimed identity (user_id field)": 400,
     "crop outside": 400,
     "empty crop": 400,
     "zero-byte file": 400,
@@ -16,7 +16,13 @@ EXPECTED_STATUS = {
     "truncated PNG": 400,
     "decompression bomb": 413,
     "another user's private image": 404,
+    "malformed token": 401,
+    "expired token": 401,
+    "revoked token": 401,
     "GET another user's private image": 404,
+    "upload without a credential": 401,
+    "upload claiming an owner": 400,
+    "delete another user's image": 404,
 }
 
 
@@ -37,3 +43,14 @@ def test_serving_notebook(run_notebook):
     # bad inputs: each answered with its own documented status, and none changed the index
     assert r["bad_input_statuses"] == EXPECTED_STATUS
     assert r["bad_inputs_changed_nothing"] is True
+    # over HTTP, the private image exists only for its owner's credential
+    assert r["visibility"] == {
+        "anonymous": {"in_results": False, "get": 404, "thumbnail": 404},
+        "owner": {"in_results": True, "get": 200, "thumbnail": 200},
+        "other": {"in_results": False, "get": 404, "thumbnail": 404},
+    }
+    # uploads streamed beside the searches and all succeeded (how fast is benchmarks/serve.py's job)
+    u = r["uploads_beside_searches"]
+    assert u["uploads"] >= 5 and u["failed_uploads"] == 0 and u["search_p99_with_ms"] > 0
+    # an upload acknowledged just before a SIGKILL is searchable, its owner's, and still private
+    assert r["kill_drill"] == {"rank1_after_restart": True, "owner_get": 200, "anonymous_get": 404}

@@ -1,4 +1,5 @@
-"""vs_lib.serving: image validation, perceptual hash, visibility and re-ranking rules, caches, the facade, uploads.
+"""vs_lib.serving: image validation, perceptual hash, visibility and re-ranking rules, caches, the
+neighbour service's delta and lock, the facade's bounds, uploads and deletions.
 
 Everything runs on a small platform built in a temporary folder (2,000 Fashion-MNIST
 images, a PCA encoder fitted in a second, a flat index) — no trained model needed. Tests
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import io
 import sqlite3
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -17,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from vs_lib import data, serving, testing
+from vs_lib import data, database, serving, testing
 from vs_lib import index as index_mod
 from vs_lib.serving import caches, hashing
 from vs_lib.serving.access import ImageMeta, hidden_reason
@@ -251,7 +254,7 @@ def test_reranker_rules_on_a_hand_made_list():
     assert [r.rank for r in res] == [1, 2, 3, 4]
     assert [r.tags for r in res] == ["a", "c", "e", "g"]
     assert [r.score for r in res] == pytest.approx(scores[[1, 3, 5, 7]].tolist())
-    assert dropped == {"query": 1, "private": 1, "flagged": 1, "unknown": 0, "duplicate": 1}
+    assert dropped == {"query": 1, "private": 1, "flagged": 1, "unknown": 0, "missing": 0, "duplicate": 1}
     without_9 = {i: m for i, m in meta.items() if i != 9}
     res, dropped = rr.rerank(ids, scores, k=2, meta=without_9, requester_id=None, vectors=vectors)
     assert [r.image_id for r in res] == [1, 5]  # anonymous: no private image at all; k respected
@@ -473,14 +476,40 @@ def test_upload_then_search_finds_it_and_survives_a_restart(own):
     hit = svc.search(png_bytes(img), k=5, user_id=7)
     assert hit.results[0].image_id == res.image_id and hit.results[0].score > 0.999
     assert hit.results[0].tags == "pattern,test"
-    # the index on disk already holds it: a restarted service finds it too
-    assert res.image_id in index_mod.load(paths["index"]).ids()
+    # no index rewrite per upload: the file on disk is the earlier snapshot ...
+    assert res.image_id not in index_mod.load(paths["index"]).ids()
+    # ... and the upload is durable all the same: row and vector are in the database, so a
+    # service started now (as after a kill) replays it
+    stored_ids, stored = database.read_vectors(sqlite3.connect(paths["db"]), svc.encoder.fingerprint, [res.image_id])
+    assert stored_ids.tolist() == [res.image_id]
+    np.testing.assert_allclose(stored[0], svc.embedder.embed([img])[0], atol=1e-6)
     fresh = testing.open_small_platform(paths)
     try:
         assert fresh.search(png_bytes(img), k=1).ids == [res.image_id]
         assert np.array_equal(np.asarray(fresh.get_image(res.image_id)), np.asarray(img))
     finally:
-        fresh.close()
+        fresh.close()  # its snapshot now holds the upload
+    assert res.image_id in index_mod.load(paths["index"]).ids()
+
+
+def test_restart_replays_stored_vectors_without_embedding(own, monkeypatch):
+    """What the start-up adds for an upload is the vector its upload stored, not a re-embedding."""
+    paths, svc = own
+    ids = [svc.upload(png_bytes(novel_image(40 + s)), owner_id=4).image_id for s in range(3)]
+    expected = svc.neighbours.reconstruct(ids)
+
+    class NoPixels:
+        """The same encoder, except that it must not be asked to embed anything."""
+
+        def __init__(self, enc):
+            self.name, self.dim, self.fingerprint = enc.name, enc.dim, enc.fingerprint
+
+        def embed(self, images, batch_size=256):
+            raise AssertionError(f"asked to embed {len(images)} image(s): the replay should use stored vectors")
+
+    res = index_mod.sync_index(NoPixels(svc.encoder), sqlite3.connect(paths["db"]), paths["index"], progress=False)
+    assert res.added == 3
+    np.testing.assert_array_equal(index_mod.load(paths["index"]).reconstruct(ids), expected)
 
 
 def test_an_upload_is_read_back_through_its_storage_key(own):
@@ -534,15 +563,17 @@ def test_near_duplicates_are_collapsed(own):
 
 def test_failed_upload_changes_nothing(own, monkeypatch):
     paths, svc = own
-    count = lambda: rows(paths, "SELECT COUNT(*) FROM images")[0][0]  # noqa: E731
-    files = lambda: sorted(p.name for p in svc.store.store_dir.rglob("*") if p.is_file())  # noqa: E731
+    count = lambda: rows(paths, "SELECT COUNT(*) FROM images")[0][0] + rows(paths, "SELECT COUNT(*) FROM vectors")[0][0]  # noqa: E731
+    files = lambda: sorted(p.name for p in (svc.store.store_dir / "uploads").rglob("*") if p.is_file())  # noqa: E731
     on_disk = lambda: index_mod.load(paths["index"]).ids().tolist()  # noqa: E731
     before = (count(), len(svc.neighbours), files(), svc.neighbours.ids().tolist(), on_disk())
 
     def boom(*a, **k):
         raise OSError("disk full (simulated)")
 
-    for target, name in ((svc.neighbours, "save"), (data, "insert_image"), (svc.embedder, "embed")):
+    failures = ((svc.neighbours, "add"), (data, "insert_image"), (database, "write_vector"), (svc.embedder, "embed"),
+                (svc.store, "stage_object"))  # fmt: skip
+    for target, name in failures:
         with monkeypatch.context() as m:
             m.setattr(target, name, boom)
             with pytest.raises(OSError, match="simulated"):
@@ -577,6 +608,184 @@ def test_concurrent_uploads_and_searches_lose_nothing(own, public_ids):
     assert len(svc.neighbours) == n_before + 12
     assert set(new_ids) <= set(svc.neighbours.ids().tolist())
     assert set(new_ids) <= {r[0] for r in rows(paths, "SELECT id FROM images WHERE id >= ?", (N_IMAGES,))}
+    assert set(new_ids) <= {r[0] for r in rows(paths, "SELECT image_id FROM vectors")}
+    assert svc.snapshot()  # what the background thread does: now the saved index holds them all
     assert set(new_ids) <= set(index_mod.load(paths["index"]).ids().tolist())
     for s, i in enumerate(new_ids):  # every upload is findable by its own pixels
         assert svc.search(png_bytes(novel_image(1000 + s)), k=1, user_id=1 + s % N_USERS).ids == [i]
+
+
+# --------------------------------------------------------------------------- the neighbour service: base + delta
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_delta_and_merge_answer_like_an_exact_search_of_the_live_set(metric):
+    """Base index + added delta − removed ids, before and after merging, against NumPy over the live vectors."""
+    x, ids = _unit_vectors(n=400, dim=16, seed=3)
+    base = index_mod.create(16, "flat", metric=metric)
+    base.add(x[:300], ids[:300])
+    svc = serving.NeighbourService(base)
+    svc.add(x[300:], ids[300:])  # the delta
+    gone = [int(i) for i in ids[::7]]  # from the base and from the delta
+    svc.remove(gone)
+    live = ~np.isin(ids, gone)
+    queries, _ = _unit_vectors(n=20, dim=16, seed=4)
+
+    def expected(q):
+        d = x[live] @ q if metric == "ip" else ((x[live] - q) ** 2).sum(1)
+        order = np.argsort(-d if metric == "ip" else d, kind="stable")[:15]
+        return ids[live][order], d[order]
+
+    for stage in ("delta", "merged"):
+        assert len(svc) == int(live.sum()) and svc.ids().tolist() == ids[live].tolist()
+        for q in queries:
+            scores, found = svc.search(q, 15)
+            want_ids, want_scores = expected(q)
+            np.testing.assert_allclose(scores, want_scores, atol=1e-5, err_msg=stage)
+            assert set(found.tolist()) == set(want_ids.tolist()), stage
+        np.testing.assert_array_equal(svc.reconstruct([int(ids[302]), int(ids[2])]), x[[302, 2]])
+        with pytest.raises(KeyError):
+            svc.reconstruct([gone[0]])
+        if stage == "delta":
+            assert svc.pending == 100 - len([g for g in gone if g >= ids[300]]) + len([g for g in gone if g < ids[300]])
+            assert svc.merge() > 0 and svc.pending == 0
+    with pytest.raises(ValueError, match="already"):
+        svc.add(x[:1], ids[1:2])
+    with pytest.raises(ValueError, match="not in the index"):
+        svc.remove([gone[0]])
+
+
+def test_writer_waits_only_for_current_readers_and_goes_before_new_ones():
+    lock = serving.ReadWriteLock()
+    events = []
+    first_in, release_first, writer_waiting = threading.Event(), threading.Event(), threading.Event()
+
+    def first_reader():
+        with lock.read():
+            first_in.set()
+            release_first.wait(10)
+            events.append("reader 1 out")
+
+    def writer():
+        first_in.wait(10)
+        writer_waiting.set()
+        with lock.write():
+            events.append("writer")
+
+    def late_reader():
+        writer_waiting.wait(10)
+        time.sleep(0.1)  # the writer is queued by now
+        with lock.read():
+            events.append("reader 2")
+
+    threads = [threading.Thread(target=f) for f in (first_reader, writer, late_reader)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    assert events == []  # the writer waits for reader 1, and reader 2 waits behind the writer
+    release_first.set()
+    for t in threads:
+        t.join(10)
+    assert events == ["reader 1 out", "writer", "reader 2"]
+
+
+def test_uploads_never_wait_for_a_search_in_progress(own):
+    """An upload changes only the delta: it completes while a search holds the index's lock."""
+    _, svc = own
+    with svc.neighbours.rw.read():  # a search in progress, as long as we like
+        done = []
+        t = threading.Thread(target=lambda: done.append(svc.upload(png_bytes(novel_image(77)), owner_id=3)))
+        t.start()
+        t.join(30)
+        assert done and done[0].image_id in svc.neighbours  # finished while the lock was held
+    assert svc.search(png_bytes(novel_image(77)), k=1).ids == [done[0].image_id]
+
+
+# --------------------------------------------------------------------------- bounded work per request
+def test_reranker_fetches_hashes_in_bounded_chunks():
+    """Hashes are asked for a chunk at a time, and the walk stops once k are kept: no n × n work."""
+    n, k = 3000, 5
+    ids = np.arange(n)
+    meta = {i: ImageMeta(1, False, False) for i in range(n)}
+    asked = []
+
+    def hashes(xs):
+        asked.append(len(xs))
+        return np.arange(len(xs), dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(xs[0])
+
+    res, _ = serving.ReRanker(dup_hamming=2).rerank(ids, np.linspace(1, 0, n), k=k, meta=meta, requester_id=None,
+                                                    hashes=hashes)  # fmt: skip
+    assert len(res) == k
+    assert max(asked) <= 32 and sum(asked) <= 32  # one chunk was enough, not all 3000 candidates
+
+
+@pytest.fixture
+def mostly_flagged(platform, tmp_path):
+    """A copy where 90% of the images are flagged, so the filters leave little to show."""
+    paths = testing.copy_platform(platform, tmp_path / "flagged")
+    conn = sqlite3.connect(paths["db"])
+    conn.execute("UPDATE images SET is_flagged = 1 WHERE id % 10 != 0")
+    conn.commit()
+    conn.close()
+    return paths
+
+
+def test_candidate_widening_is_capped_and_says_so(mostly_flagged):
+    svc = testing.open_small_platform(mostly_flagged, max_candidates=300, dup_hamming=None)
+    try:
+        resp = svc.search(image_id=0, k=100)
+        assert resp.candidates == 300 and resp.stop_reason == "candidate_cap" and resp.fewer_than_k
+        assert 0 < len(resp.results) < 100 and all(r.image_id % 10 == 0 for r in resp.results)
+        assert resp.dropped["flagged"] > 200
+    finally:
+        svc.close()
+    svc = testing.open_small_platform(mostly_flagged, max_candidates=10_000, dup_hamming=None)
+    try:
+        resp = svc.search(image_id=0, k=100)
+        assert resp.stop_reason == "k_results" and len(resp.results) == 100 and not resp.fewer_than_k
+        assert 300 < resp.candidates <= N_IMAGES
+        assert svc.search(image_id=0, k=100).ids == resp.ids
+    finally:
+        svc.close()
+
+
+def test_a_search_past_its_deadline_stops_widening(mostly_flagged):
+    svc = testing.open_small_platform(mostly_flagged, deadline_ms=0.0, dup_hamming=None)
+    try:
+        resp = svc.search(image_id=0, k=100)
+        assert resp.stop_reason == "deadline" and resp.candidates == 400  # the first fetch only (4 k)
+    finally:
+        svc.close()
+
+
+def test_a_missing_object_file_is_dropped_and_logged_never_an_error(own, caplog):
+    _, svc = own
+    img = novel_image(9)
+    up = svc.upload(png_bytes(img), owner_id=5)
+    (svc.store.store_dir / up.storage_key).unlink()
+    svc.hashes = caches.HashCache(svc._images)  # forget its hash, so the file would be read again
+    with caplog.at_level("WARNING"):
+        resp = svc.search(png_bytes(img), k=10)
+    assert up.image_id not in resp.ids and len(resp.ids) == 10 and resp.dropped["missing"] == 1
+    assert str(up.image_id) in caplog.text
+    with pytest.raises(serving.NotFound, match="unknown image_id"):
+        svc.get_image(up.image_id, user_id=5)
+
+
+def test_delete_removes_row_vector_file_and_every_trace_in_searches(own):
+    paths, svc = own
+    img = novel_image(10)
+    up = svc.upload(png_bytes(img), owner_id=5, is_private=True)
+    path = svc.store.store_dir / up.storage_key
+    assert path.is_file() and svc.search(png_bytes(img), k=1, user_id=5).ids == [up.image_id]
+    with pytest.raises(serving.NotFound):
+        svc.delete(up.image_id, user_id=6)  # someone else: it does not exist for them
+    public = svc.upload(png_bytes(novel_image(11)), owner_id=5)
+    with pytest.raises(serving.Forbidden):
+        svc.delete(public.image_id, user_id=6)  # visible, but not theirs
+    svc.delete(up.image_id, user_id=5)
+    assert not path.exists()
+    assert rows(paths, "SELECT COUNT(*) FROM images WHERE id = ?", (up.image_id,)) == [(0,)]
+    assert rows(paths, "SELECT COUNT(*) FROM vectors WHERE image_id = ?", (up.image_id,)) == [(0,)]
+    assert up.image_id not in svc.neighbours and up.image_id not in svc.search(png_bytes(img), k=50, user_id=5).ids
+    # ids are never reused: the next upload gets a new one, above every id ever given
+    again = svc.upload(png_bytes(img), owner_id=5)
+    assert again.image_id > max(up.image_id, public.image_id)

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("vs_lib.evaluate", "offline evaluation of saved encoders on the test set"),
     "simulate": ("vs_lib.online", "simulate users: log impressions and clicks, compare two systems (A/B)"),
     "serve": ("vs_lib.api", "run the HTTP search service and web page"),
+    "user": ("vs_lib.auth", "make, list and revoke users' API tokens; set a web sign-in password"),
     "embed": ("vs_lib.scale", "embed the corpus in-process or as a Ray Data job, to Parquet"),
     "report": ("vs_lib.report", "execute every notebook with papermill into reports/ (executed .ipynb and HTML)"),
     # a folder of your own images (vs_lib.collection); `index --folder DIR` indexes one

@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
-from . import config, synthetic
+from . import config, database, synthetic
+from .database import SCHEMA, SCHEMA_VERSION, connect
 
 # The synthetic world's constants, also read as ``data.*`` by the online simulation.
 from .synthetic import CITIES, EPOCH_START, YEAR, GeneratorConfig  # noqa: F401
@@ -253,74 +254,9 @@ def load_fashion_mnist(download: bool = True) -> FashionMNIST:
 # ---------------------------------------------------------------------------------------
 # The platform database
 # ---------------------------------------------------------------------------------------
-SCHEMA_VERSION = "1"
-SCHEMA = """
-CREATE TABLE meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE users (
-    id        INTEGER PRIMARY KEY,
-    username  TEXT NOT NULL UNIQUE,
-    age       INTEGER CHECK (age BETWEEN 13 AND 120),
-    gender    TEXT CHECK (gender IN ('female', 'male', 'non-binary', 'undisclosed')),
-    city      TEXT,
-    country   TEXT,
-    email     TEXT NOT NULL UNIQUE CHECK (email LIKE '%_@_%'),   -- personal data: never served
-    synthetic INTEGER NOT NULL DEFAULT 0 CHECK (synthetic IN (0, 1))
-);
-CREATE TABLE images (
-    id          INTEGER PRIMARY KEY,
-    owner_id    INTEGER NOT NULL REFERENCES users(id),
-    upload_time INTEGER NOT NULL CHECK (upload_time >= 0),         -- unix seconds
-    tags        TEXT NOT NULL DEFAULT '',                          -- comma-separated manual tags
-    is_private  INTEGER NOT NULL DEFAULT 0 CHECK (is_private IN (0, 1)),
-    is_flagged  INTEGER NOT NULL DEFAULT 0 CHECK (is_flagged IN (0, 1)),  -- inappropriate
-    storage_key TEXT NOT NULL UNIQUE,                              -- corpus key or object-store path
-    split       TEXT NOT NULL CHECK (split IN ('train', 'test', 'upload')),
-    synthetic   INTEGER NOT NULL DEFAULT 0 CHECK (synthetic IN (0, 1))  -- 1: metadata generated
-);
-CREATE TABLE interactions (
-    id                 INTEGER PRIMARY KEY,
-    user_id            INTEGER NOT NULL REFERENCES users(id),
-    query_image_id     INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-    displayed_image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-    position           INTEGER NOT NULL CHECK (position >= 1),
-    type               TEXT NOT NULL CHECK (type IN ('impression', 'click')),
-    lat                REAL CHECK (lat BETWEEN -90 AND 90),
-    lon                REAL CHECK (lon BETWEEN -180 AND 180),
-    timestamp          INTEGER NOT NULL CHECK (timestamp >= 0),
-    session_id         INTEGER,
-    dwell_seconds      REAL CHECK (dwell_seconds IS NULL OR dwell_seconds >= 0),
-    source             TEXT NOT NULL DEFAULT 'seed-log',
-    synthetic          INTEGER NOT NULL DEFAULT 1 CHECK (synthetic IN (0, 1)),
-    CHECK (type = 'click' OR dwell_seconds IS NULL)
-);
--- lookups serving and evaluation need
-CREATE INDEX idx_images_owner ON images(owner_id);
-CREATE INDEX idx_images_hidden ON images(id, owner_id) WHERE is_private = 1 OR is_flagged = 1;
-CREATE INDEX idx_inter_query ON interactions(query_image_id, type);
-CREATE INDEX idx_inter_displayed ON interactions(displayed_image_id);
-CREATE INDEX idx_inter_user_time ON interactions(user_id, timestamp);
-CREATE INDEX idx_inter_source ON interactions(source, type);
-"""
+# the rows the seeded generator makes; a schema upgrade (database.upgrade) leaves them as they are
+GENERATOR_VERSION = "1"
 TABLES = ("images", "users", "interactions")
-
-
-def connect(path: str | os.PathLike | None = None, readonly: bool = False) -> sqlite3.Connection:
-    """Open the platform database with foreign keys enforced.
-
-    ``path`` defaults to :func:`vs_lib.config.db_path`. A missing file is an error (build
-    it with :func:`build_database` or ``python -m vs_lib data``), never silently created.
-    """
-    path = Path(path) if path is not None else config.db_path()
-    if not path.exists():
-        raise FileNotFoundError(f"no platform database at {path}; build it with `python -m vs_lib data`")
-    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
-    conn = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
-    conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute("PRAGMA busy_timeout = 30000")
-    return conn
 
 
 class BuildInfo(TypedDict):
@@ -332,8 +268,8 @@ class BuildInfo(TypedDict):
 
 
 def _generator_key(cfg: GeneratorConfig) -> str:
-    """What ``meta.generator`` records: the schema version and the generator configuration."""
-    return f"v{SCHEMA_VERSION}:{cfg.key()}"
+    """What ``meta.generator`` records: the generator's version and configuration."""
+    return f"v{GENERATOR_VERSION}:{cfg.key()}"
 
 
 def _existing_key(path: Path) -> str | None:
@@ -357,13 +293,15 @@ def build_database(
     """Create the platform database with seeded synthetic metadata, users and log.
 
     Idempotent: when ``path`` already holds a database made by the same generator
-    configuration it is left as it is (with everything added to it since). Otherwise the
+    configuration it is upgraded to the current schema (:func:`vs_lib.database.upgrade`:
+    every row, uploads included, keeps its id) and otherwise left as it is. Otherwise the
     whole database is built in a temporary file and renamed into place, so an interrupted
     build never leaves a half-built database. Returns ``{"path", "built", "counts"}``.
     """
     path = Path(path) if path is not None else config.db_path()
     cfg = cfg or GeneratorConfig()
     if not force and path.exists() and _existing_key(path) == _generator_key(cfg):
+        database.upgrade(path)
         return BuildInfo(path=path, built=False, counts=table_counts(path))
     ds = dataset or load_fashion_mnist()
     rows = synthetic.generate(cfg, ds.labels, n_train=len(ds.train_images))
@@ -545,14 +483,20 @@ def insert_image(
     return int(cur.lastrowid)
 
 
-def delete_image(conn: sqlite3.Connection, image_id: int) -> None:
-    """Remove an image from the platform (its interactions go with it).
+def delete_image(conn: sqlite3.Connection, image_id: int, *, store_dir: str | os.PathLike[str] | None = None) -> str:
+    """Remove an image from the platform: its row, its stored vectors and interactions (one
+    transaction), then its object file (an upload's; corpus pixels stay). Returns its storage key.
 
-    The vector index drops it on the next ``python -m vs_lib index``.
+    A kill between the two leaves a file no row names, which the service removes at its next
+    start-up. The vector index drops the id at its next sync (a running service at once,
+    when the deletion goes through it).
     """
-    image_row(conn, image_id)
+    key = str(image_row(conn, image_id)["storage_key"])
     with conn:
         conn.execute("DELETE FROM images WHERE id = ?", (int(image_id),))
+    if not is_corpus_key(key):
+        object_path(key, store_dir).unlink(missing_ok=True)
+    return key
 
 
 # ---------------------------------------------------------------------------------------

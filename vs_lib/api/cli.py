@@ -1,14 +1,29 @@
-"""``python -m vs_lib serve``: load an encoder, bring its index up to date, serve the app with uvicorn."""
+"""``python -m vs_lib serve``: load an encoder, bring its index up to date, serve the app with uvicorn.
+
+Authentication is on by default: anonymous requests see public images, signed-in users
+(``Authorization: Bearer <token>`` or the page's sign-in) also their own private ones.
+``--demo-user NAME`` prints a short-lived token and a sign-in link for that user, so the demo
+stays one command. ``--local-owner NAME`` serves as that one user with no sign-in at all —
+refused unless bound to 127.0.0.1 / localhost (:func:`~vs_lib.api.security.check_bind`).
+
+Another entry point (a user's own photo folder) builds its own :class:`SearchService` and
+calls :func:`serve_app` with an :class:`~vs_lib.api.security.AccessPolicy`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 from .. import config
 
 CLI_HELP = "run the HTTP search service and web page"
 DEFAULT_MODELS = ("labels", "self_supervised", "clicks")
+DEMO_HOURS = 12.0
 
 
 def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +55,18 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="torch intra-op threads per request (default 1: requests run in parallel instead)",
     )
+    parser.add_argument(
+        "--demo-user",
+        default=None,
+        metavar="USERNAME",
+        help=f"print a {DEMO_HOURS:g}-hour API token and a sign-in link for this user (e.g. user00001)",
+    )
+    parser.add_argument(
+        "--local-owner",
+        default=None,
+        metavar="USERNAME",
+        help="serve as this one user with no sign-in (only on 127.0.0.1/localhost)",
+    )
 
 
 def resolve_model(name: str | None) -> Path:
@@ -62,14 +89,79 @@ def resolve_model(name: str | None) -> Path:
     )
 
 
+def _user_id(db: Path | None, username: str) -> int:
+    from .. import auth, database
+
+    database.upgrade(db)
+    conn = database.connect(db)
+    try:
+        return auth.user_id_of(conn, username)
+    finally:
+        conn.close()
+
+
+def demo_sign_in(db: Path | None, username: str, host: str, port: int, hours: float = DEMO_HOURS) -> str:
+    """Issue a short-lived token for ``username`` and return the lines telling how to sign in with it."""
+    from .. import auth, database
+
+    uid = _user_id(db, username)
+    conn = database.connect(db)
+    try:
+        token = auth.issue(conn, uid, "token", seconds=hours * 3600, label="serve --demo-user")
+    finally:
+        conn.close()
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return (
+        f"demo sign-in as {username} (token valid {hours:g} h):\n"
+        f"  open   http://{shown}:{port}/#token={token}\n"
+        f"  or     curl -H 'Authorization: Bearer {token}' http://{shown}:{port}/health"
+    )
+
+
+def serve_app(app: Any, host: str, port: int) -> None:
+    """Run ``app`` with uvicorn, after :func:`~vs_lib.api.security.check_bind` on its policy."""
+    import uvicorn
+
+    from .security import AccessPolicy, check_bind
+
+    check_bind(host, getattr(app.state, "policy", None) or AccessPolicy())
+    with _TermAsReturn():
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+class _TermAsReturn:
+    """While active, SIGTERM only records itself (main thread only).
+
+    uvicorn shuts down gracefully on SIGTERM and then raises the signal again under the
+    handler it found; with the default one the process would die right there, before the
+    caller's clean-up (the service's last index snapshot) runs. Under this handler the
+    re-raised signal is a no-op and ``uvicorn.run`` simply returns."""
+
+    def __enter__(self) -> _TermAsReturn:
+        self.previous: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
 def cli_main(args: argparse.Namespace) -> int:
     import faiss
     import torch
-    import uvicorn
 
     from ..serving import SearchService
     from .app import create_app
+    from .security import AccessPolicy, check_bind
 
+    policy = AccessPolicy(local_owner=_user_id(args.db, args.local_owner)) if args.local_owner else AccessPolicy()
+    try:
+        check_bind(args.host, policy)  # before anything is loaded
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     # one explicit setting at start-up: each request thread runs one query, so OpenMP teams
     # inside torch and FAISS would only add spinning under load
     torch.set_num_threads(max(1, int(args.torch_threads)))
@@ -80,13 +172,16 @@ def cli_main(args: argparse.Namespace) -> int:
         model_path, index_kind=args.index_kind, db_path=args.db, index_path=args.index_path
     )
     h = service.health()
+    who = f"as {args.local_owner}, no sign-in" if args.local_owner else "sign-in by token or session"
     print(
         f"serving {h['images_indexed']:,} images with {h['model']} ({h['index_kind']}) on "
-        f"http://{args.host}:{args.port}/  (docs: /docs)",
+        f"http://{args.host}:{args.port}/  ({who}; docs: /docs)",
         flush=True,
     )
+    if args.demo_user:
+        print(demo_sign_in(args.db, args.demo_user, args.host, args.port), flush=True)
     try:
-        uvicorn.run(create_app(service), host=args.host, port=args.port, log_level="warning", access_log=False)
+        serve_app(create_app(service, policy), args.host, args.port)
     finally:
         service.close()
     return 0

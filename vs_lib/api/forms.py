@@ -9,10 +9,31 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Request, UploadFile
+from pydantic import BaseModel
 
 from ..serving import ImageTooLarge, SearchService, ServingError
 
 THUMB_SIZE = 96  # longer side of the thumbnails the result grid shows, in pixels
+
+
+class ErrorAnswer(BaseModel):
+    """Every refusal: ``{"detail": "<what was expected>"}``."""
+
+    detail: str
+
+
+# the refusals every route may answer, documented in the OpenAPI schema
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorAnswer, "description": "a bad field, image or crop"},
+    401: {
+        "model": ErrorAnswer,
+        "description": "missing (where needed), malformed, unknown, expired or revoked credential",
+    },
+    403: {"model": ErrorAnswer, "description": "not yours to change, or a cookie request without its CSRF token"},
+    404: {"model": ErrorAnswer, "description": "unknown id, or an image the requester may not see"},
+    413: {"model": ErrorAnswer, "description": "the upload exceeds the size or pixel limit"},
+    415: {"model": ErrorAnswer, "description": "not an image format the service reads"},
+}
 
 
 def service_of(request: Request) -> SearchService:
@@ -53,7 +74,7 @@ def read_upload(upload: UploadFile | None, limit: int) -> bytes:
     return data
 
 
-def thumbnail_url(image_id: int, user_id: int | None, size: int = THUMB_SIZE) -> str:
-    """Where the page fetches a result's thumbnail, as the requester."""
-    url = f"/images/{int(image_id)}?size={size}"
-    return url if user_id is None else f"{url}&user_id={int(user_id)}"
+def thumbnail_url(image_id: int, size: int = THUMB_SIZE) -> str:
+    """Where a result's thumbnail is fetched — with the same credential as the search (the
+    page's cookie goes along by itself; an API client sends its bearer header)."""
+    return f"/images/{int(image_id)}?size={int(size)}"

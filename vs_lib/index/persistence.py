@@ -4,11 +4,15 @@ A saved index is a directory: data files named ``<role>-<sha256[:16]>.<suffix>``
 beside their final name, fsynced, renamed) and ``manifest.json`` (:class:`Manifest`), which
 names them with their sha256 and is written **last**.  A save killed at any point leaves
 the previous manifest pointing at the previous, untouched files; the next complete save
-deletes the files no manifest names any more.
+deletes the files no manifest names any more — never a file that the manifest now on disk
+names (another process may have saved after us) nor one written after this save began
+(another save may be under way).  Processes that save one directory take turns through
+:func:`folder_lock` (``python -m vs_lib index`` and the search service do).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,13 +25,23 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .. import config
+from ..locks import FolderBusy, folder_lock
 from .errors import IndexCorruptedError, IndexMismatchError
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 DATA_FILE = re.compile(r"^[a-z]+-[0-9a-f]{16}\.[a-z]+$")  # <role>-<sha256[:16]>.<suffix>
 
-__all__ = ["MANIFEST", "Manifest", "OpenOptions", "load_npy", "write_checksummed", "write_npy"]
+__all__ = [
+    "MANIFEST",
+    "FolderBusy",
+    "Manifest",
+    "OpenOptions",
+    "folder_lock",
+    "load_npy",
+    "write_checksummed",
+    "write_npy",
+]
 
 
 @dataclass(frozen=True)
@@ -164,11 +178,26 @@ class Manifest:
         config.write_json_atomic(folder / MANIFEST, self.to_json())
 
     def remove_unreferenced(self, folder: Path) -> None:
-        """Delete data files of earlier saves that this manifest no longer names."""
+        """Delete data files of earlier saves that no manifest names any more.
+
+        Kept: the files this manifest names, those the manifest now on disk names (written by
+        another process after ours, it is the one a reader opens), and any file newer than
+        this save's own files (a save of another process under way, its manifest not yet written).
+        """
         keep = {info["name"] for info in self.files.values()}
+        own = [folder / name for name in keep if (folder / name).exists()]
+        began = min((f.stat().st_mtime for f in own), default=None)
+        with contextlib.suppress(FileNotFoundError, IndexCorruptedError):
+            keep |= {info["name"] for info in Manifest.read(folder).files.values()}
         for f in folder.iterdir():
-            if f.name not in keep and DATA_FILE.match(f.name):
-                f.unlink(missing_ok=True)
+            if f.name in keep or not DATA_FILE.match(f.name):
+                continue
+            try:
+                if began is not None and f.stat().st_mtime >= began:
+                    continue
+                f.unlink()
+            except FileNotFoundError:
+                pass
 
 
 # ---------------------------------------------------------------------- data files

@@ -27,6 +27,7 @@ class ImageMeta:
     is_private: bool
     is_flagged: bool
     tags: str = ""
+    storage_key: str = ""  # where its pixels are (the re-ranker drops a result whose file is gone)
 
 
 def hidden_reason(meta: ImageMeta | None, requester_id: int | None, *, as_result: bool) -> HiddenReason | None:

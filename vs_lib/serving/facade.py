@@ -1,19 +1,24 @@
 """The search facade: one :class:`SearchService` composing the services into the two pipelines.
 
 - **prediction**: validate → embed (:class:`EmbeddingService`) → nearest neighbours
-  (:class:`NeighbourService`) → re-ranking (:class:`ReRanker`), timed per stage;
-- **indexing**: validate → object store + images row → embed → index add → save index →
-  commit, all or nothing.
+  (:class:`NeighbourService`) → re-ranking (:class:`ReRanker`), timed per stage, with a
+  bounded number of candidates and a deadline;
+- **indexing**: validate → embed → object file → images row + vector (one transaction: the
+  upload exists from here) → searchable in memory. The index on disk is a snapshot written
+  in the background (:class:`Snapshotter`); at start-up the service replays what is newer.
 
 The HTTP app, notebook 08 and the online simulation all call this class, so there is one
-search path (one place to fix a privacy bug).
+search path (one place to fix a privacy bug). Its ``user_id`` arguments are the *requester*,
+which the caller has established (the HTTP app: from the credential), never a claim.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,24 +26,29 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .. import config, data
+from .. import config, data, database
 from .. import index as index_mod
 from ..index import VectorIndex
+from ..locks import FolderBusy, Presence, folder_lock
 from ..protocols import Encoder
 from .access import hidden_reason
 from .caches import HashCache, VectorCache
 from .embedding import EmbeddingService, ImageInput
-from .errors import ServingError
+from .errors import NotFound, ServingError
 from .hashing import perceptual_hash
 from .images import MAX_PIXELS, MAX_UPLOAD_BYTES, CropSpec, apply_crop, encode_png, parse_crop, to_pil
 from .neighbours import NeighbourService, ensure_index
-from .rerank import DUP_COSINE, DUP_HAMMING, ReRanker
-from .responses import Health, SearchResponse, StageTimer, UploadResult
+from .rerank import DUP_COSINE, DUP_HAMMING, ReRanker, Result
+from .responses import Health, SearchResponse, StageTimer, StopReason, UploadResult
+from .snapshots import SNAPSHOT_EVERY, SNAPSHOT_SECONDS, Snapshotter
 from .store import PlatformStore
 
 MAX_K = 100  # largest k a caller may ask for
+MAX_CANDIDATES = 2048  # the most candidates one search examines, however many the filters drop
+DEADLINE_MS = 2000.0  # no further widening of the candidate list once a search has taken this long
 MAX_TAGS_CHARS = 500
 MAX_RANDOM = 200  # largest n of random_ids
+log = logging.getLogger(__name__)
 
 
 def _as_int(value: Any, name: str) -> int:
@@ -48,13 +58,21 @@ def _as_int(value: Any, name: str) -> int:
         raise ServingError(f"{name} must be an integer, got {value!r}") from None
 
 
+class Forbidden(ServingError):
+    """The requester may see the image but not change it."""
+
+    status_code = 403
+
+
 class SearchService:
     """The one search path over ``encoder`` and ``index`` (the embeddings of the database's images).
 
-    ``index_path``: where uploads persist the index (``None``: never saved); ``db_path``,
+    ``index_path``: where snapshots of the index go (``None``: never saved); ``db_path``,
     ``store_dir``: the platform database and object store (defaults from ``config``);
-    ``dup_cosine`` / ``dup_hamming``: the re-ranker's duplicate rules; ``prefill``: read the
-    stored vectors and hash the corpus at start-up, so the first searches are as fast as the rest.
+    ``dup_cosine`` / ``dup_hamming``: the re-ranker's duplicate rules; ``max_candidates``,
+    ``deadline_ms``: the bounds of one search; ``snapshot_every`` / ``snapshot_seconds``: how
+    often the background thread saves; ``prefill``: read the stored vectors and hash the
+    corpus at start-up, so the first searches are as fast as the rest.
     """
 
     def __init__(
@@ -68,8 +86,12 @@ class SearchService:
         dup_cosine: float | None = DUP_COSINE,
         dup_hamming: int | None = DUP_HAMMING,
         max_k: int = MAX_K,
+        max_candidates: int = MAX_CANDIDATES,
+        deadline_ms: float = DEADLINE_MS,
         max_bytes: int = MAX_UPLOAD_BYTES,
         max_pixels: int = MAX_PIXELS,
+        snapshot_every: int = SNAPSHOT_EVERY,
+        snapshot_seconds: float = SNAPSHOT_SECONDS,
         prefill: bool = True,
     ):
         self.encoder = encoder
@@ -78,13 +100,18 @@ class SearchService:
         self.reranker = ReRanker(dup_cosine, dup_hamming)
         self.store = PlatformStore(db_path, store_dir)
         self.max_k = int(max_k)
+        self.max_candidates = max(int(max_candidates), self.max_k)
+        self.deadline_ms = float(deadline_ms)
         self.vectors = VectorCache(self.neighbours, lambda ids: self.embedder.embed(self._images(ids)), encoder.dim)
         self.hashes = HashCache(self._images)
-        self._upload_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one upload / deletion / reconciliation at a time (short)
+        self.presence = Presence(self.store.store_dir).hold()
+        self.orphans_removed = self.store.remove_orphans() if self.presence.alone() else 0
         if prefill:
             self.vectors.prefill()
             for ids, images in self.store.corpus_batches():
                 self.hashes.prefill(ids, images)
+        self.snapshots = Snapshotter(self.snapshot, every=snapshot_every, seconds=snapshot_seconds)
 
     @classmethod
     def from_paths(
@@ -97,11 +124,13 @@ class SearchService:
         progress: bool = True,
         **kwargs: Any,
     ) -> SearchService:
-        """Load the encoder, bring its index up to date with the database (:func:`ensure_index`), serve."""
+        """Load the encoder, upgrade the database, bring the index up to date (:func:`ensure_index`:
+        the saved snapshot plus every row newer than it, with its stored vector), serve."""
         from .. import models  # torch: imported when a service is built, not with the package
 
         encoder = models.load_encoder(Path(model_path))
         db_path = Path(db_path) if db_path is not None else config.db_path()
+        database.upgrade(db_path)
         index_path = index_path or index_mod.default_index_path(encoder.name, kind=index_kind)
         with contextlib.closing(data.connect(db_path)) as conn:
             ensure_index(encoder, index_path, kind=index_kind, conn=conn, progress=progress)
@@ -150,8 +179,10 @@ class SearchService:
 
         ``crop`` (``x0,y0,x1,y1`` pixels of the original) restricts the query to a rectangle.
         ``user_id`` is the requester: their own private images may appear, nobody else's.
-        Returns up to ``k`` results (fewer only when the whole index has fewer eligible images)
-        and the milliseconds of ``validate``, ``embed``, ``search``, ``rerank``, ``total``.
+        Returns up to ``k`` results — fewer when the filters left fewer among the candidates
+        the search may examine (``max_candidates``, the index, the deadline; the response's
+        ``stop_reason`` says which) — and the milliseconds of ``validate``, ``embed``,
+        ``search``, ``rerank``, ``total``.
         """
         timer = StageTimer()
         k = _as_int(k, "k")
@@ -160,37 +191,66 @@ class SearchService:
         if (image is None) == (image_id is None):
             raise ServingError("give exactly one of an image file or an image_id")
         self.store.check_user(user_id)
-        box = parse_crop(crop)
-        query_id = None  # set for a platform image: the re-ranker then drops it and its copies
+        query, query_id = self._query_vector(image, image_id, parse_crop(crop), user_id, timer)
+        timer.lap("embed")
+        return self._rank(query, k, user_id, query_id, timer)
+
+    def _query_vector(
+        self, image: ImageInput | None, image_id: int | None, box: Any, user_id: int | None, timer: StageTimer
+    ) -> tuple[np.ndarray, int | None]:
+        """The query's ``(d,)`` embedding and, for a platform image, its id (its copies are then dropped)."""
         if image is not None:  # a file: validate, decode, crop, embed
             img = self.embedder.prepare(image, box)
             timer.lap("validate")
-            query = self.embedder.embed([img])[0]
-        else:
-            query_id = _as_int(image_id, "image_id")
-            self.store.visible(query_id, user_id)
-            if box is None:  # its stored vector, no network pass
-                timer.lap("validate")
-                query = self.vectors.get([query_id])[0]
-            else:
-                img = apply_crop(to_pil(self.load_image(query_id)), box)
-                timer.lap("validate")
-                query = self.embedder.embed([img])[0]
-        timer.lap("embed")
-        # over-fetch, then widen (x4) until k candidates survive the rules or the index is exhausted
+            return self.embedder.embed([img])[0], None
+        query_id = _as_int(image_id, "image_id")
+        self.store.visible(query_id, user_id)
+        if box is None:  # its stored vector, no network pass
+            timer.lap("validate")
+            return self.vectors.get([query_id])[0], query_id
+        img = apply_crop(self.get_image(query_id, user_id), box)
+        timer.lap("validate")
+        return self.embedder.embed([img])[0], query_id
+
+    def _rank(
+        self, query: np.ndarray, k: int, user_id: int | None, query_id: int | None, timer: StageTimer
+    ) -> SearchResponse:
+        """Over-fetch, re-rank, widen (x4) until ``k`` survive — within ``max_candidates`` and the deadline."""
         n_index = len(self.neighbours)
-        fetch = min(n_index, max(4 * k, k + 40))
+        cap = min(n_index, self.max_candidates)
+        fetch = min(cap, max(4 * k, k + 40))
         while True:
             scores, ids = self.neighbours.search(query, fetch)
             timer.lap("search")
-            results, dropped = self.reranker.rerank(
-                ids, scores, k=k, meta=self.store.image_meta(ids.tolist()), requester_id=user_id,
-                query_image_id=query_id, vectors=self.vectors.get, hashes=self.hashes.get,
-            )  # fmt: skip
+            results, dropped = self._rerank(ids, scores, k, user_id, query_id)
             timer.lap("rerank")
-            if len(results) >= k or fetch >= n_index:
-                return SearchResponse(results, timer.finish(), dropped, len(ids))
-            fetch = min(n_index, fetch * 4)
+            elapsed = (time.perf_counter() - timer.start) * 1000.0
+            stop: StopReason | None = (
+                "k_results" if len(results) >= k
+                else "index_exhausted" if fetch >= n_index
+                else "candidate_cap" if fetch >= cap
+                else "deadline" if elapsed >= self.deadline_ms
+                else None
+            )  # fmt: skip
+            if stop is not None:
+                return SearchResponse(results, timer.finish(), dropped, len(ids), stop)
+            fetch = min(cap, fetch * 4)
+
+    def _rerank(
+        self, ids: np.ndarray, scores: np.ndarray, k: int, user_id: int | None, query_id: int | None
+    ) -> tuple[list[Result], dict[str, int]]:
+        """The re-ranker over these candidates; a result whose file vanished is dropped, never a 500."""
+        meta = self.store.image_meta(ids.tolist())
+        missing = self.store.missing_objects(meta)
+        for _ in range(3):
+            try:
+                return self.reranker.rerank(
+                    ids, scores, k=k, meta=meta, requester_id=user_id, query_image_id=query_id,
+                    vectors=self.vectors.get, hashes=self.hashes.get, missing=missing,
+                )  # fmt: skip
+            except FileNotFoundError:  # deleted between the check and the read: check again
+                missing = self.store.missing_objects(meta)
+        raise RuntimeError("object files keep disappearing during a search")
 
     def search_ids(self, query_image_id: int, k: int, user_id: int | None) -> list[int]:
         """Ranked ids for a platform query image: the ``(query_image_id, k, user_id)`` callable the
@@ -199,45 +259,102 @@ class SearchService:
 
     # ------------------------------------------------------------------ the indexing pipeline
     def upload(self, data: bytes, *, owner_id: int, tags: str = "", is_private: bool = False) -> UploadResult:
-        """Validate → object store + images row → embed → index add → save index → commit; all or nothing.
+        """Validate → embed → object file → row + vector (one commit) → searchable; all or nothing.
 
-        The new image is searchable as soon as this returns. On any failure the vector is
-        removed, the row rolled back and the file deleted, and the error re-raised.
+        The new image is searchable, and durable, as soon as this returns: a kill afterwards
+        loses nothing (the next start-up replays its stored vector). A kill or error before
+        the commit leaves no row; its file, if written, is removed (now, or at the next start-up).
         """
         timer = StageTimer()
         if owner_id is None:
-            raise ServingError("an upload needs the owner's user_id")
+            raise ServingError("an upload needs its owner")
         self.store.check_user(owner_id)
         tags = str(tags or "")
         if len(tags) > MAX_TAGS_CHARS:
             raise ServingError(f"tags must be at most {MAX_TAGS_CHARS} characters")
         img = self.embedder.prepare(data)
         timer.lap("validate")
-        with self._upload_lock:
-            indexed: int | None = None
-            try:
-                with self.store.new_upload(img, owner_id=owner_id, tags=tags, is_private=is_private) as staged:
-                    timer.lap("store")
-                    emb = self.embedder.embed([img])
-                    timer.lap("embed")
-                    self.neighbours.add(emb, [staged.image_id])
-                    indexed = staged.image_id
-                    self.neighbours.save()
-                timer.lap("index")  # with the commit
-            except BaseException:
-                if indexed is not None:
-                    self._unindex(indexed)
-                raise
-            self.vectors.put([staged.image_id], emb)
-            self.hashes.put([staged.image_id], perceptual_hash([img]))
-        return UploadResult(staged.image_id, staged.storage_key, timer.finish())
+        emb = self.embedder.embed([img])
+        phash = perceptual_hash([img])
+        timer.lap("embed")
+        staged = self.store.stage_object(img)
+        timer.lap("store")
+        committed = False
+        try:
+            with self._write_lock:
+                image_id = self.store.commit_upload(
+                    staged, owner_id=int(owner_id), tags=tags, is_private=bool(is_private),
+                    fingerprint=str(self.encoder.fingerprint), vector=emb[0],
+                )  # fmt: skip
+                committed = True
+                timer.lap("commit")
+                try:
+                    self.neighbours.add(emb, [image_id])
+                except BaseException:
+                    self.store.delete(image_id)  # take the committed upload back: nothing half-done
+                    committed = False
+                    raise
+        except BaseException:
+            if not committed:
+                staged.discard()
+            raise
+        self.vectors.put([image_id], emb)
+        self.hashes.put([image_id], phash)
+        self.snapshots.changed()
+        timer.lap("index")
+        return UploadResult(image_id, staged.storage_key, timer.finish())
 
-    def _unindex(self, image_id: int) -> None:
-        """Take a failed upload's vector out again. Should the save fail too, the saved index holds
-        an id without a row, which the next start-up's ``sync_index`` removes."""
-        self.neighbours.remove([image_id])
-        with contextlib.suppress(Exception):
-            self.neighbours.save()
+    def delete(self, image_id: int, user_id: int | None) -> None:
+        """Delete an image its owner ``user_id`` asks to: row, vector, file, and at once from searches.
+
+        ``NotFound`` for an image the requester may not see; :class:`Forbidden` for someone else's."""
+        image_id = _as_int(image_id, "image_id")
+        meta = self.store.visible(image_id, user_id)
+        if user_id is None or meta.owner_id != int(user_id):
+            raise Forbidden(f"image {image_id} is not yours: only its owner can delete it")
+        with self._write_lock:
+            self.store.delete(image_id)
+            if image_id in self.neighbours:
+                self.neighbours.remove([image_id])
+        self.snapshots.changed()
+
+    # ------------------------------------------------------------------ snapshots
+    def reconcile(self) -> tuple[int, int]:
+        """Make the index hold exactly the database's images (rows written or deleted by other
+        processes); returns ``(added, removed)``. Runs between uploads, never during one."""
+        with self._write_lock, contextlib.closing(data.connect(self.store.db_path)) as conn:
+            table = np.fromiter((r[0] for r in conn.execute("SELECT id FROM images")), np.int64)
+            have = self.neighbours.ids()
+            stale, new = np.setdiff1d(have, table), np.setdiff1d(table, have)
+            if stale.size:
+                self.neighbours.remove(stale.tolist())
+            if new.size:
+                got_ids, got = database.read_vectors(conn, str(self.encoder.fingerprint), new)
+                rest = np.setdiff1d(new, got_ids)
+                if rest.size:
+                    got_ids = np.concatenate([got_ids, rest])
+                    fresh = self.embedder.embed(self._images(rest.tolist()))
+                    got = fresh if not len(got) else np.concatenate([got, fresh])
+                self.neighbours.add(got, got_ids.tolist())
+        return int(new.size), int(stale.size)
+
+    def snapshot(self, lock_timeout: float = 5.0) -> bool:
+        """Reconcile with the database, merge and save the index under its folder lock.
+
+        Returns ``False`` (try later) when another process holds the lock longer than
+        ``lock_timeout`` seconds — e.g. ``python -m vs_lib index`` syncing the same index."""
+        path = self.neighbours.index_path
+        if path is None:
+            self.neighbours.merge()
+            return True
+        try:
+            with folder_lock(path, purpose="search service snapshot", timeout=lock_timeout):
+                self.reconcile()
+                self.neighbours.save()
+        except FolderBusy as e:
+            log.info("snapshot postponed: %s", e)
+            return False
+        return True
 
     # ------------------------------------------------------------------ status
     def health(self) -> Health:
@@ -252,4 +369,12 @@ class SearchService:
         )
 
     def close(self) -> None:
+        """Write a last snapshot, stop the background thread, close the database connections."""
+        snaps = getattr(self, "snapshots", None)
+        if snaps is not None:
+            snaps.close(final=True)
+        self.presence.release()
         self.store.close()
+
+
+__all__ = ["DEADLINE_MS", "MAX_CANDIDATES", "MAX_K", "Forbidden", "NotFound", "SearchService"]

@@ -2,17 +2,22 @@
 
 Candidates arrive best first. A candidate is dropped when it is the query itself, hidden
 from the requester (:func:`~vs_lib.serving.access.hidden_reason`: unknown, another user's
-private image, flagged), or an exact or near duplicate of a result already kept. The
-order of the survivors is the order of their scores; the re-ranker never reorders.
+private image, flagged), its object file is missing, or it is an exact or near duplicate of
+a result already kept. The order of the survivors is the order of their scores; the
+re-ranker never reorders.
 
 Near-duplicates: perceptual hashes within ``DUP_HAMMING`` bits (of 64). An embedding rule
 (cosine >= ``dup_cosine``) is available but off by default: an encoder trained to pull a
 class together puts distinct products as close as copies (notebook 08 measures both).
+
+Bounded work: each candidate is compared only with the results kept so far (at most ``k``,
+plus the query), and hashes and vectors are fetched for the candidates in chunks as the walk
+needs them — memory O(chunk + k), time O(candidates × k), never a candidates × candidates matrix.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +27,7 @@ from .hashing import hamming
 
 DUP_HAMMING: int | None = 2
 DUP_COSINE: float | None = None
-DROP_REASONS = ("query", "private", "flagged", "unknown", "duplicate")
+DROP_REASONS = ("query", "private", "flagged", "unknown", "missing", "duplicate")
 
 VectorsFn = Callable[[Sequence[int]], np.ndarray]  # ids -> (n, d) float32 L2-normalised
 HashesFn = Callable[[Sequence[int]], np.ndarray]  # ids -> (n,) uint64 perceptual hashes
@@ -56,12 +61,14 @@ class ReRanker:
         query_image_id: int | None = None,
         vectors: VectorsFn | None = None,
         hashes: HashesFn | None = None,
+        missing: Collection[int] = (),
     ) -> tuple[list[Result], dict[str, int]]:
         """At most ``k`` results from candidates ``ids`` (``(n,)`` int64, best first) and the drop counts.
 
-        ``meta`` holds the rows of the candidates (an id missing from it is unknown). When the
-        query is a platform image (``query_image_id``), copies of it are dropped too: the
-        requester already has that picture. A file query keeps its copies' first instance.
+        ``meta`` holds the rows of the candidates (an id missing from it is unknown);
+        ``missing``: ids whose object file is gone. When the query is a platform image
+        (``query_image_id``), copies of it are dropped too: the requester already has that
+        picture. A file query keeps its copies' first instance.
         """
         ids = np.asarray(ids, dtype=np.int64)
         scores = np.asarray(scores)
@@ -71,41 +78,61 @@ class ReRanker:
             if query_image_id is not None and i == query_image_id:
                 dropped["query"] += 1
                 continue
-            reason = hidden_reason(meta.get(i), requester_id, as_result=True)
+            reason: str | None = hidden_reason(meta.get(i), requester_id, as_result=True)
+            if reason is None and i in missing:
+                reason = "missing"
             if reason is not None:
                 dropped[reason] += 1
                 continue
             passing.append(pos)
-        # row 0 of `look` is the query when it is a platform image, so its copies count as duplicates
-        head = [int(query_image_id)] if query_image_id is not None else []
-        look = head + ids[passing].tolist()
-        same = self._duplicates(look, vectors, hashes) if passing else None
-        kept: list[int] = list(range(len(head)))  # rows of `look` kept so far
-        for j in range(len(head), len(look)):
-            if len(kept) - len(head) >= k:
-                break
-            if same is not None and kept and same[j, kept].any():
-                dropped["duplicate"] += 1
-                continue
-            kept.append(j)
-        results = []
-        for rank, j in enumerate(kept[len(head) :], start=1):
-            image_id = look[j]
-            score = float(scores[passing[j - len(head)]])
-            results.append(Result(image_id, score, rank, meta[image_id].tags or ""))
+        use_h = hashes is not None and self.dup_hamming is not None
+        use_v = vectors is not None and self.dup_cosine is not None
+        kept = _Kept(use_h, use_v)
+        if query_image_id is not None and (use_h or use_v):  # the query's copies count as duplicates
+            kept.add(hashes([query_image_id])[0] if use_h else None, vectors([query_image_id])[0] if use_v else None)  # type: ignore[misc]
+        results: list[Result] = []
+        chunk = max(2 * k, 32)
+        for s in range(0, len(passing), chunk):
+            positions = passing[s : s + chunk]
+            part: list[int] = ids[positions].tolist()
+            h = hashes(part) if use_h else None  # type: ignore[misc]
+            v = vectors(part) if use_v else None  # type: ignore[misc]
+            for j, (p, image_id) in enumerate(zip(positions, part, strict=True)):
+                hj = None if h is None else h[j]
+                vj = None if v is None else v[j]
+                if kept.is_duplicate(hj, vj, self.dup_hamming, self.dup_cosine):
+                    dropped["duplicate"] += 1
+                    continue
+                kept.add(hj, vj)
+                results.append(Result(image_id, float(scores[p]), len(results) + 1, meta[image_id].tags or ""))
+                if len(results) >= k:
+                    return results, dropped
         return results, dropped
 
-    def _duplicates(self, ids: list[int], vectors: VectorsFn | None, hashes: HashesFn | None) -> np.ndarray | None:
-        """``(n, n)`` bool: ``[a, b]`` when images ``ids[a]`` and ``ids[b]`` are duplicates by any active test."""
-        n = len(ids)
-        same = np.zeros((n, n), dtype=bool)
-        active = False
-        if vectors is not None and self.dup_cosine is not None:
-            vec = vectors(ids)
-            same |= (vec @ vec.T) >= self.dup_cosine
-            active = True
-        if hashes is not None and self.dup_hamming is not None:
-            h = hashes(ids)
-            same |= hamming(h[:, None], h[None, :]) <= self.dup_hamming
-            active = True
-        return same if active else None
+
+class _Kept:
+    """Hashes and vectors of the results kept so far (and of the query), grown one at a time."""
+
+    def __init__(self, use_hashes: bool, use_vectors: bool):
+        self.hashes: np.ndarray | None = np.empty(0, np.uint64) if use_hashes else None
+        self.vectors: list[np.ndarray] | None = [] if use_vectors else None
+
+    def add(self, h: np.uint64 | None, v: np.ndarray | None) -> None:
+        if self.hashes is not None and h is not None:
+            self.hashes = np.append(self.hashes, np.uint64(h))
+        if self.vectors is not None and v is not None:
+            self.vectors.append(np.asarray(v, np.float32))
+
+    def is_duplicate(
+        self, h: np.uint64 | None, v: np.ndarray | None, max_bits: int | None, min_cosine: float | None
+    ) -> bool:
+        """Whether a candidate with hash ``h`` / vector ``v`` copies a kept one (``O(kept)`` work)."""
+        hashes = self.hashes
+        if hashes is not None and hashes.size and h is not None and max_bits is not None:
+            return bool((hamming(hashes, int(h)) <= max_bits).any()) or self._cosine_dup(v, min_cosine)
+        return self._cosine_dup(v, min_cosine)
+
+    def _cosine_dup(self, v: np.ndarray | None, min_cosine: float | None) -> bool:
+        if self.vectors and v is not None and min_cosine is not None:
+            return bool((np.stack(self.vectors) @ v >= min_cosine).any())
+        return False

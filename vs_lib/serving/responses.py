@@ -4,23 +4,32 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 from .rerank import Result
+
+StopReason = Literal["k_results", "index_exhausted", "candidate_cap", "deadline"]
 
 
 @dataclass
 class SearchResponse:
-    """Ranked results, milliseconds per stage, why candidates were dropped, how many the index returned."""
+    """Ranked results, milliseconds per stage, why candidates were dropped, how many the index
+    returned, and why the search stopped looking (``k_results`` when it found ``k``)."""
 
     results: list[Result]
     timings_ms: dict[str, float]
     dropped: dict[str, int] = field(default_factory=dict)
     candidates: int = 0
+    stop_reason: StopReason = "k_results"
 
     @property
     def ids(self) -> list[int]:
         return [r.image_id for r in self.results]
+
+    @property
+    def fewer_than_k(self) -> bool:
+        """The filters left fewer than ``k`` results among the candidates the search could examine."""
+        return self.stop_reason != "k_results"
 
 
 @dataclass(frozen=True)

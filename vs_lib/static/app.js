@@ -11,12 +11,53 @@ const state = {
   crop: null,       // [x0, y0, x1, y1] in original pixels, or null
   drag: null,       // canvas coordinates of the drag start
   highlight: null,  // image id to highlight in the results (a fresh upload)
+  userId: null,     // who the session cookie speaks for (null: anonymous)
+  csrf: null,       // the session's CSRF token, sent with every POST/DELETE
 };
 
-function userId() {
-  const v = $("user").value.trim();
-  return v === "" ? null : v;
+// every request that changes something carries the session's CSRF token; the cookie goes by itself
+function send(url, options = {}) {
+  const headers = new Headers(options.headers || {});
+  if (state.csrf && options.method && options.method !== "GET") headers.set("X-CSRF-Token", state.csrf);
+  return fetch(url, { ...options, headers, credentials: "same-origin" });
 }
+
+function showSession(s) {
+  state.userId = s.signed_in ? s.user_id : null;
+  state.csrf = s.csrf_token || null;
+  $("signin").hidden = s.signed_in || s.sign_in_required === false;
+  $("whoami").hidden = !s.signed_in;
+  $("signout").hidden = s.sign_in_required === false;
+  $("whoid").textContent = s.signed_in ? s.user_id : "";
+  if (s.detail) showError(`signed out: ${s.detail}`);
+}
+
+async function loadSession() {
+  const r = await send("/auth/session");
+  showSession(r.ok ? await r.json() : { signed_in: false });
+}
+
+async function signIn(fields) {
+  const form = new FormData();
+  for (const [k, v] of Object.entries(fields)) if (v) form.append(k, v);
+  const r = await send("/auth/session", { method: "POST", body: form });
+  if (!r.ok) { showError(`sign-in failed — ${await apiError(r)}`); return false; }
+  showError("");
+  showSession(await r.json());
+  await loadStrip();
+  return true;
+}
+
+$("signin").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const ok = await signIn({ token: $("token").value.trim(), username: $("username").value.trim(), password: $("password").value });
+  if (ok) { $("token").value = ""; $("password").value = ""; }
+});
+$("signout").addEventListener("click", async () => {
+  await send("/auth/session", { method: "DELETE" });
+  showSession({ signed_in: false });
+  await loadStrip();
+});
 
 function showError(msg) { $("error").textContent = msg || ""; }
 
@@ -39,9 +80,7 @@ async function loadHealth() {
 }
 
 async function loadStrip() {
-  const params = new URLSearchParams({ n: "16" });
-  if (userId() !== null) params.set("user_id", userId());
-  const r = await fetch(`/corpus/random?${params}`);
+  const r = await send("/corpus/random?n=16");
   if (!r.ok) { showError(await apiError(r)); return; }
   const { image_ids } = await r.json();
   const strip = $("strip");
@@ -55,15 +94,14 @@ async function loadStrip() {
     im.addEventListener("click", () => {
       for (const o of strip.children) o.classList.remove("selected");
       im.classList.add("selected");
-      setQuery({ kind: "id", id }, `/images/${id}` + (userId() !== null ? `?user_id=${userId()}` : ""));
+      setQuery({ kind: "id", id }, `/images/${id}`);
     });
     strip.appendChild(im);
   }
 }
 
 function thumbUrl(id, size) {
-  const u = userId();
-  return `/images/${id}?size=${size}` + (u !== null ? `&user_id=${u}` : "");
+  return `/images/${id}?size=${size}`;
 }
 
 function setQuery(query, src) {
@@ -142,10 +180,9 @@ async function runSearch() {
   else form.append("image", state.query.file);
   if (state.crop) form.append("crop", state.crop.join(","));
   form.append("k", $("k").value || "10");
-  if (userId() !== null) form.append("user_id", userId());
   $("search").disabled = true;
   try {
-    const r = await fetch("/search", { method: "POST", body: form });
+    const r = await send("/search", { method: "POST", body: form });
     if (!r.ok) { showError(await apiError(r)); return; }
     const body = await r.json();
     renderResults(body);
@@ -179,6 +216,12 @@ function renderResults(body) {
     cell.appendChild(tags);
     grid.appendChild(cell);
   }
+  if (body.fewer_than_k) {
+    const note = document.createElement("div");
+    note.className = "muted";
+    note.textContent = `only ${body.results.length} results: the filters left fewer than k (${body.stop_reason})`;
+    grid.appendChild(note);
+  }
   const t = body.timings_ms;
   $("timings").textContent = Object.entries(t).map(([k, v]) => `${k} ${v.toFixed(1)} ms`).join(" · ");
   if (state.highlight !== null) {
@@ -199,13 +242,12 @@ $("uploadbtn").addEventListener("click", async () => {
   $("uploadmsg").textContent = "";
   showError("");
   if (!file) { showError("choose a file to upload first"); return; }
-  if (userId() === null) { showError("an upload needs a user_id (its owner)"); return; }
+  if (state.userId === null) { showError("sign in to upload: an image belongs to whoever uploads it"); return; }
   const form = new FormData();
   form.append("image", file);
-  form.append("user_id", userId());
   form.append("tags", $("tags").value);
   form.append("is_private", $("private").checked ? "true" : "false");
-  const r = await fetch("/images", { method: "POST", body: form });
+  const r = await send("/images", { method: "POST", body: form });
   if (!r.ok) { showError(await apiError(r)); return; }
   const body = await r.json();
   $("uploadmsg").textContent = `uploaded as image ${body.image_id} in ${body.timings_ms.total.toFixed(1)} ms`;
@@ -217,6 +259,16 @@ $("uploadbtn").addEventListener("click", async () => {
 });
 
 $("shuffle").addEventListener("click", loadStrip);
-$("user").addEventListener("change", loadStrip);
-loadHealth();
-loadStrip();
+
+async function start() {
+  loadHealth();
+  // a sign-in link (serve --demo-user) carries the token in the fragment, which is never sent to a server
+  const m = location.hash.match(/^#token=([A-Za-z0-9._-]+)$/);
+  if (m) {
+    history.replaceState(null, "", location.pathname);
+    if (await signIn({ token: m[1] })) return;
+  }
+  await loadSession();
+  await loadStrip();
+}
+start();
