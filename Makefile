@@ -46,7 +46,7 @@ index: models  ## embed and index every image in the database (incremental)
 report: index  ## run every notebook (full profile) into reports/ (.ipynb + .html) and figures/
 	$(PY) -m vs_lib report --profile full
 
-test: setup  ## the whole test suite (unit tests + every notebook in the smoke profile)
+test: setup lint  ## lint and type check, then the whole test suite (unit tests + every notebook in the smoke profile)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff (lint + format check) and mypy on the library, tests and benchmarks

@@ -6,7 +6,8 @@ Everything a test session writes goes under pytest's temporary folders:
   model there through the library (``train.ensure_model(..., "smoke")``) the first time a
   test asks for it — seconds for the small CNNs — and the notebooks reuse the same files;
 - ``run_notebook(name)`` executes ``notebooks/<name>.ipynb`` once per test session with
-  papermill in the smoke profile and returns the notebook's ``results.json``.  The
+  papermill in the smoke profile and returns the notebook's ``results.json``; its exercises
+  run in solve mode (``VS_SOLVE=1``), so every worked solution is checked against the run.  The
   notebooks run in a sandbox: a temporary data folder holding a copy of the platform
   database (so simulated clicks and uploads never touch the user's own), the session's
   models folder, figures and the executed copies in temporary folders.
@@ -76,6 +77,8 @@ def notebook_env(
         "VS_DB": str(sandbox / "visual_search.db"),
         "VS_MODELS_DIR": str(smoke_models_dir),
         "VS_REPORTS_DIR": str(tmp_path_factory.mktemp("reports")),
+        # exercises run their worked solutions and check them against the notebook's values
+        "VS_SOLVE": "1",
     }
 
 

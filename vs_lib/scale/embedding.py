@@ -45,6 +45,8 @@ __all__ = [
     "write_embeddings",
 ]
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class InProcessEmbedding:
@@ -219,16 +221,32 @@ def _quiet_ray_data() -> Iterator[None]:
             lg.setLevel(levels[name])
 
 
-def _start_ray(num_cpus: int, address: str | None) -> bool:
-    """Start (or join) Ray unless it runs already; True when this call started it."""
+def _start_ray(num_cpus: int, address: str | None, attempts: int = 3) -> bool:
+    """Start (or join) Ray unless it runs already; True when this call started it.
+
+    Starting a local node launches several processes that must register within Ray's own 30 s;
+    on a busy machine that can fail, so a local start is tried ``attempts`` times before a
+    ``RuntimeError`` says what happened.
+    """
     import ray
 
     if ray.is_initialized():
         return False
-    if address is None:
-        ray.init(num_cpus=int(num_cpus), include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    else:
+    if address is not None:
         ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+        return True
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(num_cpus=int(num_cpus), include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+            break
+        except Exception as err:  # Ray raises a bare Exception when its node does not come up
+            ray.shutdown()
+            if attempt == attempts:
+                raise RuntimeError(
+                    f"Ray could not start a local node in {attempts} attempts ({err}); the machine may be overloaded"
+                ) from err
+            log.warning("Ray did not start (attempt %d of %d): %s; retrying", attempt, attempts, err)
+            time.sleep(2.0 * attempt)
     return True
 
 
