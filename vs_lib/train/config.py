@@ -51,7 +51,7 @@ LIGHT_AUGMENT: dict[str, Any] = dict(
     fill=None,
 )
 # what self-supervised training uses: on these small centred products the mild views make
-# positives that still look alike (notebook 03_training_contrastive measures both)
+# positives that still look alike (notebook 03, section 9, measures both)
 SSL_AUGMENT = LIGHT_AUGMENT
 
 
@@ -174,8 +174,8 @@ def default_config(positives: str, profile: str = "full", backbone: str = "cnn")
         return c
     if positives == "self_supervised":
         # SimCLR views, and for 90 % of the pairs the positive is a view of one of the image's
-        # 5 nearest neighbours by PCA of its pixels joined with HOG edges (no labels); notebook
-        # 03b measures what each of these choices brings
+        # 5 nearest neighbours by PCA of its pixels joined with HOG edges (no labels);
+        # notebook 03, section 9, measures what each of these choices brings
         c = TrainConfig(
             positives=positives,
             backbone=backbone,
