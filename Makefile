@@ -35,9 +35,11 @@ setup: $(STAMP) data  ## create .venv, install requirements, obtain data and bui
 data: $(STAMP)  ## the Fashion-MNIST corpus and the platform database (idempotent)
 	$(PY) -m vs_lib data
 
-models: setup  ## train (or reuse) the three contrastive encoders and the fine-tuned EfficientNet
-	@for p in $(MODELS); do $(PY) -m vs_lib train --positives $$p || exit 1; done
-	$(PY) -m vs_lib train --positives labels --backbone efficientnet
+models: setup  ## train (or reuse) the three contrastive encoders and the fine-tuned EfficientNet (epochs, seeded)
+	@start=$$(date +%s); \
+	for p in $(MODELS); do $(PY) -m vs_lib train --positives $$p || exit 1; done; \
+	$(PY) -m vs_lib train --positives labels --backbone efficientnet || exit 1; \
+	echo "make models: $$(( $$(date +%s) - start )) s (load average now: $$(cut -d' ' -f1-3 /proc/loadavg))"
 
 index: models  ## embed and index every image in the database (incremental)
 	$(PY) -m vs_lib index --rebuild-stale --model labels

@@ -9,12 +9,15 @@ below, whether this run meets it.
 
 What a good result looks like, and why:
 
-- self-supervised: P@1 ≥ 0.87 and MAP@R ≥ 0.35 within 15 minutes — above raw pixels on the
-  first result without a single label, on a 2-core budget;
-- labels: P@1 ≥ 0.93 and MAP@R ≥ 0.85 within 5 minutes — with human judgement each class
-  should become one tight cluster, quickly;
-- clicks: P@1 above raw pixels within 5 minutes — noisy implicit feedback must still beat
-  no learning at all;
+- self-supervised: P@1 ≥ 0.87 and MAP@R ≥ 0.35 — above raw pixels on the first result
+  without a single label;
+- labels: P@1 ≥ 0.93 and MAP@R ≥ 0.85 — with human judgement each class should become one
+  tight cluster;
+- clicks: P@1 above raw pixels — noisy implicit feedback must still beat no learning at all;
+- the four trained models' budgets (epochs, ``train.FULL_EPOCHS``) take ≤ 22 minutes of
+  training together on a quiet 2-core machine — ``make models`` stays within its share of a
+  first ``make report``; the seconds each model recorded are printed, with the machine's load
+  average at the start and end of the run (a loaded machine trains the same models, slower);
 - fine-tuned EfficientNet ≥ frozen EfficientNet + 0.05 P@1 — fine-tuning must pay for itself;
 - the default encoder embeds ≥ 5,000 images/s — re-embedding a catalogue stays cheap.
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -59,15 +63,15 @@ def expectations(results: dict[str, dict[str, Any]]) -> dict[str, bool]:
     eff_ft, eff_frozen = results.get("efficientnet_finetuned"), results.get("efficientnet_frozen")
     out = {}
     if ss:
-        out["self_supervised P@1>=0.87 and MAP@R>=0.35 in <=15 min"] = bool(
-            ss["P@1"] >= 0.87 and ss["MAP@R"] >= 0.35 and ss["train_seconds"] <= 900
-        )
+        out["self_supervised P@1>=0.87 and MAP@R>=0.35"] = bool(ss["P@1"] >= 0.87 and ss["MAP@R"] >= 0.35)
     if lab:
-        out["labels P@1>=0.93 and MAP@R>=0.85 in <=5 min"] = bool(
-            lab["P@1"] >= 0.93 and lab["MAP@R"] >= 0.85 and lab["train_seconds"] <= 300
-        )
+        out["labels P@1>=0.93 and MAP@R>=0.85"] = bool(lab["P@1"] >= 0.93 and lab["MAP@R"] >= 0.85)
     if clk and pix:
-        out["clicks P@1 > pixels P@1 in <=5 min"] = bool(clk["P@1"] > pix["P@1"] and clk["train_seconds"] <= 300)
+        out["clicks P@1 > pixels P@1"] = bool(clk["P@1"] > pix["P@1"])
+    trained = [results[m] for m in TRAINED if m in results]
+    if len(trained) == len(TRAINED):
+        total = sum(r["train_seconds"] for r in trained)
+        out["the four models train in <=22 min together (quiet machine)"] = bool(total <= 22 * 60)
     if eff_ft and eff_frozen:
         out["efficientnet fine-tuned >= frozen + 0.05 P@1"] = bool(eff_ft["P@1"] >= eff_frozen["P@1"] + 0.05)
     default = lab or ss
@@ -122,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     from vs_lib import data, evaluate
 
     torch.set_num_threads(args.threads)  # this script owns its process: one setting, at start-up
+    load_start = os.getloadavg()
     ds = data.load_fashion_mnist()
     protocol = evaluate.profile_protocol(args.profile, ds)
     train_images = ds.train_images if args.profile == "full" else protocol.gallery_images
@@ -134,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         "same class relevant, exact cosine",
         "profile": args.profile,
         "torch_threads": torch.get_num_threads(),
+        "load_average_start": load_start,
+        "load_average_end": os.getloadavg(),
         "methods": results,
         "expectations_met": expectations(results),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import sqlite3
 
 import numpy as np
 import pytest
@@ -240,6 +241,43 @@ def test_the_loop_is_its_steps(tiny_data):
     assert float(got.detach()) == pytest.approx(float(expected.detach()))
 
 
+def _loop_as_the_notebook_writes_it(run: train.TrainingRun) -> None:
+    """Notebook 03's visible loop: batch, two views, embed, similarity matrix / temperature,
+    cross-entropy against the positive's index (both directions), backward, step."""
+    b, tau = run.cfg.batch_size, run.cfg.temperature
+    target = torch.arange(b)
+    for _ in range(int(run.cfg.epochs)):
+        for pairs in train.epoch_pairs(run.sampler, b, run.rng):
+            train.set_learning_rate(run)
+            run.model.train()
+            views = train.make_batch(run, pairs)
+            z = train.embed_batch(run, views)
+            logits = z[:b] @ z[b:].T / tau
+            loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+            run.optimizer.zero_grad()
+            loss.backward()
+            run.optimizer.step()
+            run.progress.step += 1
+
+
+def test_the_notebooks_loop_written_out_trains_what_run_epoch_trains(tiny_data):
+    """The loop a learner reads is the library's training step, bit for bit."""
+    imgs, labels = tiny_data
+    cfg = _tiny_cfg("self_supervised", epochs=2, augment=train.LIGHT_AUGMENT)
+    data = train.training_data(cfg, imgs, labels)
+    with models.torch_threads(cfg.threads):
+        by_hand = train.start_run(cfg, data)
+        _loop_as_the_notebook_writes_it(by_hand)
+        library = train.start_run(cfg, data)
+        while not train.run_epoch(library):
+            pass
+    assert library.progress.step == by_hand.progress.step == 2 * (len(imgs) // cfg.batch_size)
+    for a, c in zip(by_hand.model.state_dict().values(), library.model.state_dict().values(), strict=True):
+        assert torch.equal(a, c)
+    # train_encoder (which sets cfg.threads itself) trains the same weights
+    assert train.finish(by_hand).fingerprint == train.train_encoder(cfg, data=data, progress=False).fingerprint
+
+
 def test_learning_rate_warms_up_then_follows_a_cosine():
     assert train.lr_factor(0.0, 0.1) == pytest.approx(1e-3)  # never exactly 0
     assert train.lr_factor(0.05, 0.1) == pytest.approx(0.5)
@@ -324,13 +362,38 @@ def test_interrupted_training_resumes_from_its_checkpoint(tiny_data, tmp_path):
     np.testing.assert_allclose(enc.embed(imgs), uninterrupted.embed(imgs), atol=1e-5)
 
 
-def test_the_clock_budget_stops_training_before_the_epochs(tiny_data):
+def test_the_budget_is_a_number_of_steps(tiny_data):
     imgs, labels = tiny_data
-    enc = train.train_encoder(_tiny_cfg(epochs=50, minutes=0.005), imgs, labels, progress=False)
-    # stopped by the 0.3 s budget: at least that much training time, far fewer than 50 epochs
-    assert enc.metadata["train_seconds"] >= 0.3 and enc.metadata["epochs"] < 50
-    cfg = _tiny_cfg(epochs=1, minutes=60)  # here the epochs bind
-    assert train.train_encoder(cfg, imgs, labels, progress=False).metadata["epochs"] == pytest.approx(1.0)
+    steps_per_epoch = len(imgs) // 32
+    enc = train.train_encoder(_tiny_cfg(epochs=1.5), imgs, labels, progress=False)
+    # 1.5 epochs of 6 steps: 9 steps, whatever the machine's speed
+    assert enc.metadata["train_steps"] == math.ceil(1.5 * steps_per_epoch) == 9
+    assert enc.metadata["epochs"] == pytest.approx(1.5)
+    # the learning rate of the last step is that of the last planned step (cosine almost at 0)
+    assert enc.metadata["history"][-1]["lr"] == pytest.approx(3e-3 * train.lr_factor(8 / 9, 0.03))
+
+
+def test_training_runs_on_the_configured_threads_and_restores_the_callers(tiny_data):
+    imgs, labels = tiny_data
+    seen = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        enc = train.train_encoder(
+            _tiny_cfg(epochs=1, threads=2),
+            imgs,
+            labels,
+            progress=False,
+            callback=lambda r: seen.append(torch.get_num_threads()),
+        )
+        assert seen and set(seen) == {2} and enc.metadata["threads"] == 2
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    # the thread count changes floating-point sums, so it is part of what a model is
+    assert _tiny_cfg(threads=1).key() != _tiny_cfg(threads=2).key()
+    with pytest.raises(ValueError, match="threads"):
+        _tiny_cfg(threads=0)
 
 
 def test_training_with_neighbour_positives(tiny_data):
@@ -363,22 +426,26 @@ def test_ensure_model_trains_once_then_reuses(tiny_data, tmp_path, monkeypatch):
     calls = []
     real_train = train.train_encoder
 
-    def fake_train(cfg, checkpoint=None, progress=True):
+    def fake_train(cfg, *, data, checkpoint=None, progress=True):
         calls.append(cfg.key())
-        return real_train(cfg, imgs, labels, checkpoint=checkpoint, progress=False)
+        return real_train(cfg, data=data, checkpoint=checkpoint, progress=False)
 
     monkeypatch.setattr(registry, "train_encoder", fake_train)
     cfg = _tiny_cfg(epochs=1)
-    p1 = train.ensure_model("labels", "smoke", cfg=cfg, models_dir=tmp_path)
+    data = train.training_data(cfg, imgs, labels)
+    p1 = train.ensure_model("labels", "smoke", cfg=cfg, models_dir=tmp_path, data=data)
     assert p1 == tmp_path / "smoke" / "labels.pt" and p1.exists()
     fp = models.load_encoder(p1).fingerprint
-    assert train.ensure_model("labels", "smoke", cfg=cfg, models_dir=tmp_path) == p1 and len(calls) == 1
+    assert train.ensure_model("labels", "smoke", cfg=cfg, models_dir=tmp_path, data=data) == p1 and len(calls) == 1
     assert models.load_encoder(p1).fingerprint == fp
     cfg2 = _tiny_cfg(epochs=2)  # configuration changed → retrain
-    train.ensure_model("labels", "smoke", cfg=cfg2, models_dir=tmp_path)
+    train.ensure_model("labels", "smoke", cfg=cfg2, models_dir=tmp_path, data=data)
     assert len(calls) == 2
-    train.ensure_model("labels", "smoke", cfg=cfg2, force=True, models_dir=tmp_path)
+    train.ensure_model("labels", "smoke", cfg=cfg2, force=True, models_dir=tmp_path, data=data)
     assert len(calls) == 3
+    fewer = train.training_data(cfg2, imgs[:100], labels[:100])  # other data, same configuration → retrain
+    train.ensure_model("labels", "smoke", cfg=cfg2, models_dir=tmp_path, data=fewer)
+    assert len(calls) == 4
     monkeypatch.setenv("VS_MODELS_DIR", str(tmp_path / "elsewhere"))
     assert train.model_path("labels", "full") == tmp_path / "elsewhere" / "labels.pt"
     assert (
@@ -387,12 +454,60 @@ def test_ensure_model_trains_once_then_reuses(tiny_data, tmp_path, monkeypatch):
     )
     with pytest.raises(ValueError, match="positives"):
         train.model_path("likes")
-    assert train.stored_config_key(tmp_path / "missing.pt") is None
+    assert train.stored_reuse_key(tmp_path / "missing.pt") is None
+
+
+def _click_log_db(path, pairs):
+    """A database holding only what the click log is read from: an interactions table."""
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE interactions (id INTEGER PRIMARY KEY, query_image_id INTEGER, "
+            "displayed_image_id INTEGER, type TEXT)"
+        )
+        rows = [(int(q), int(c), "click") for q, c in pairs] + [(1, 2, "impression")] * 5
+        conn.executemany("INSERT INTO interactions (query_image_id, displayed_image_id, type) VALUES (?, ?, ?)", rows)
+    return path
+
+
+def test_click_log_is_read_in_order_and_its_fingerprint_enters_the_reuse_key(tiny_data, tmp_path, monkeypatch):
+    imgs, labels = tiny_data
+    pairs = _same_class_clicks(labels, n_pairs=300)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    db = _click_log_db(tmp_path / "log.db", [*pairs, (3, 3), (5, 10_000)])  # a self-click, an unknown image
+    log = train.read_click_log(db, n_train=len(imgs))
+    # impressions, self-clicks and images outside the training set are not pairs; the order is the log's
+    np.testing.assert_array_equal(log.pairs, pairs)
+    assert log.path == str(db) and log.fingerprint == train.pairs_fingerprint(pairs)
+    assert train.pairs_fingerprint(pairs[::-1]) != log.fingerprint
+    monkeypatch.setattr(
+        registry,
+        "training_data",
+        lambda cfg, click_log=None: train.training_data(cfg, imgs, labels, click_log=click_log),
+    )
+    calls = []
+    real_train = train.train_encoder
+    monkeypatch.setattr(
+        registry,
+        "train_encoder",
+        lambda cfg, *, data, checkpoint=None, progress=True: (
+            calls.append(1) or real_train(cfg, data=data, progress=False)
+        ),
+    )
+    cfg = _tiny_cfg("clicks", epochs=1)
+    path = train.ensure_model("clicks", "smoke", cfg=cfg, models_dir=tmp_path, click_log=db)
+    meta = models.load_encoder(path).metadata
+    assert meta["training_data"]["click_log"] == {"path": str(db), "fingerprint": log.fingerprint}
+    train.ensure_model("clicks", "smoke", cfg=cfg, models_dir=tmp_path, click_log=db)
+    assert len(calls) == 1  # the same log: reused
+    with sqlite3.connect(db) as conn:  # one more click logged
+        conn.execute("INSERT INTO interactions (query_image_id, displayed_image_id, type) VALUES (7, 9, 'click')")
+    train.ensure_model("clicks", "smoke", cfg=cfg, models_dir=tmp_path, click_log=db)
+    assert len(calls) == 2  # a changed log retrains
 
 
 def test_config_validation_and_reuse_keys():
-    with pytest.raises(ValueError, match="epochs or minutes"):
-        train.TrainConfig(positives="labels")
+    with pytest.raises(ValueError, match="epochs"):
+        train.TrainConfig(positives="labels", epochs=0)
     with pytest.raises(ValueError, match="positives"):
         train.TrainConfig(positives="stars", epochs=1)
     assert train.default_config("labels", "smoke").key() != train.default_config("labels", "full").key()
@@ -402,12 +517,31 @@ def test_config_validation_and_reuse_keys():
     assert a.key() == b.key()
     b.temperature = 0.2
     assert a.key() != b.key()
+    assert train.TrainConfig.from_dict(a.to_dict()).key() == a.key()
+    # every full-profile budget is epochs on the fixed thread count
+    for positives, backbone in [
+        ("self_supervised", "cnn"),
+        ("labels", "cnn"),
+        ("clicks", "cnn"),
+        ("labels", "efficientnet"),
+    ]:
+        c = train.default_config(positives, "full", backbone)
+        assert c.epochs == train.FULL_EPOCHS[positives if backbone == "cnn" else backbone]
+        assert c.threads == train.TRAIN_THREADS
 
 
 def test_cli_arguments():
     p = argparse.ArgumentParser()
     train.cli_add_arguments(p)
-    a = p.parse_args(["--positives", "clicks", "--minutes", "2", "--profile", "smoke", "--threads", "1"])
-    assert a.positives == "clicks" and a.minutes == 2 and a.epochs is None and a.threads == 1
-    with pytest.raises(SystemExit):
-        p.parse_args(["--positives", "clicks", "--minutes", "2", "--epochs", "1"])
+    a = p.parse_args(
+        ["--positives", "clicks", "--epochs", "2", "--profile", "smoke", "--threads", "1", "--clicks-db", "x.db"]
+    )
+    assert a.positives == "clicks" and a.epochs == 2 and a.threads == 1 and str(a.clicks_db) == "x.db"
+    cfg = train.cli.config_from_args(a)
+    assert (cfg.epochs, cfg.threads, cfg.positives) == (2, 1, "clicks")
+    default = train.cli.config_from_args(p.parse_args(["--positives", "labels"]))
+    assert default.key() == train.default_config("labels").key()
+    with pytest.raises(SystemExit):  # wall-clock budgets are gone: a run must not depend on the machine's load
+        p.parse_args(["--positives", "clicks", "--minutes", "2"])
+    with pytest.raises(ValueError, match="threads"):
+        train.cli.config_from_args(p.parse_args(["--positives", "labels", "--threads", "0"]))

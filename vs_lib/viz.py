@@ -9,7 +9,7 @@ notebook's key figures as ``figures/<topic>/results.json`` for the notebook test
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -197,3 +197,64 @@ def show_histogram(
     ax.set_title(f"{title}\n{stats}" if title else stats, fontsize=8)
     ax.tick_params(labelsize=7)
     return ax
+
+
+_SHORT = {"Conv2d": "conv 3×3", "BatchNorm2d": "BN", "BatchNorm1d": "BN", "MaxPool2d": "max-pool", "Linear": "linear"}
+
+
+def layer_blocks(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Group :func:`vs_lib.models.layer_shapes` rows into the blocks a diagram draws.
+
+    A block is the run of leaf layers under one parent module (``features.0``, ...), split
+    again at every ``Flatten`` and ``Linear``.  Each block: ``name`` (the parent), ``ops``
+    (short layer names), ``shape`` (its last output shape without the batch axis), ``params``.
+    """
+    blocks: list[dict[str, Any]] = []
+    for row in rows:
+        parent = str(row["layer"]).rsplit(".", 1)[0]
+        kind = str(row["type"])
+        if not blocks or blocks[-1]["name"] != parent or kind in ("Flatten", "Linear"):
+            blocks.append({"name": parent, "ops": [], "shape": (), "params": 0})
+        block = blocks[-1]
+        block["ops"].append(_SHORT.get(kind, kind.lower()))
+        block["shape"] = tuple(row["output shape"])[1:]
+        block["params"] += int(row["params"])
+    return blocks
+
+
+def layer_diagram(
+    rows: Sequence[Mapping[str, Any]], input_shape: Sequence[int], title: str = "", output_note: str = "L2-normalise"
+) -> Figure:
+    """A block diagram of a network, drawn from its recorded layer shapes (one box per block).
+
+    ``rows``: :func:`vs_lib.models.layer_shapes` of one forward pass; ``input_shape``: one
+    image's shape, e.g. ``(1, 28, 28)``.  Box heights grow with the log of each block's output
+    size; each box shows its layers, output shape and parameter count.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    blocks = [{"name": "input", "ops": ["image"], "shape": tuple(input_shape), "params": 0}, *layer_blocks(rows)]
+    sizes = [float(np.prod(b["shape"])) for b in blocks]
+    top = np.log10(max(sizes))
+    fig, ax = plt.subplots(figsize=(1.45 * len(blocks) + 1.5, 3.2))
+    for i, (block, size) in enumerate(zip(blocks, sizes, strict=True)):
+        h = 0.5 + 2.0 * np.log10(max(size, 1.0)) / top
+        colour = "C0" if "conv 3×3" in block["ops"] else "C2" if "linear" in block["ops"] else "0.75"
+        ax.add_patch(FancyBboxPatch((i * 1.4, -h / 2), 1.1, h, boxstyle="round,pad=0.03", color=colour, alpha=0.35))
+        ax.text(i * 1.4 + 0.55, h / 2 + 0.12, "\n".join(block["ops"]), ha="center", va="bottom", fontsize=7)
+        shape = "×".join(str(s) for s in block["shape"])
+        params = f"\n{block['params']:,} p" if block["params"] else ""
+        ax.text(i * 1.4 + 0.55, 0, shape + params, ha="center", va="center", fontsize=7)
+        if i:
+            ax.annotate("", (i * 1.4, 0), ((i - 1) * 1.4 + 1.1, 0), arrowprops={"arrowstyle": "->", "lw": 0.8})
+    if output_note:
+        end = (len(blocks) - 1) * 1.4 + 1.1
+        ax.annotate(
+            output_note, (end + 0.9, 0), (end, 0), fontsize=7, va="center", arrowprops={"arrowstyle": "<-", "lw": 0.8}
+        )
+    ax.set_xlim(-0.2, len(blocks) * 1.4 + 1.2)
+    ax.set_ylim(-1.7, 2.4)
+    ax.axis("off")
+    ax.set_title(title, fontsize=9)
+    return fig

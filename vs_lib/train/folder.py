@@ -209,7 +209,7 @@ def adapt_to_folder(
     from ..collection.sync import index_folder
     from ..index.exact import exact_topk
     from ..models import load_encoder
-    from .registry import stored_config_key
+    from .registry import stored_reuse_key
 
     cfg = cfg or FolderAdaptConfig()
     t0 = time.perf_counter()
@@ -222,7 +222,7 @@ def adapt_to_folder(
     base = coll.encoder
     key = cfg.key(base.fingerprint, [r.sha256 for r in coll.state.records])
     path = Path(out) if out else adapted_model_path(folder)
-    if not force and path.exists() and stored_config_key(path) == key:
+    if not force and path.exists() and stored_reuse_key(path) == key:
         enc = load_encoder(path)
         return AdaptResult(path, True, enc, list(enc.metadata.get("losses", [])), time.perf_counter() - t0, len(coll))
     images = [coll.image(p) for p in coll.paths()]
@@ -243,7 +243,7 @@ def adapt_to_folder(
     enc.name = "adapted"
     enc.metadata = {
         **base.metadata,
-        "config_key": key,
+        "reuse_key": key,  # configuration + base encoder + folder content: what a re-run compares
         "adapt_config": dataclasses.asdict(cfg),
         "base_fingerprint": base.fingerprint,
         "folder": str(coll.folder),

@@ -18,6 +18,23 @@ import torch
 import torch.nn.functional as F
 
 
+def _check(queries: torch.Tensor, candidates: torch.Tensor, temperature: float) -> None:
+    if queries.ndim != 2 or candidates.ndim != 2 or queries.shape[1] != candidates.shape[1]:
+        raise ValueError(
+            f"expected (n, d) queries and (m, d) candidates, got {tuple(queries.shape)} and {tuple(candidates.shape)}"
+        )
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def _masked(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``logits`` with the masked candidates at −inf (probability 0); the positive is never masked."""
+    if mask is None:
+        return logits
+    keep_positive = F.one_hot(labels, logits.shape[1]).bool()
+    return logits.masked_fill(mask & ~keep_positive, float("-inf"))
+
+
 def contrastive_loss(
     queries: torch.Tensor,
     candidates: torch.Tensor,
@@ -30,25 +47,15 @@ def contrastive_loss(
     ``queries`` (n, d) and ``candidates`` (m, d), both L2-normalised; ``labels`` (n,) the
     index of each query's positive among the candidates (default ``arange(n)``: the
     positive of query i is candidate i); ``mask`` (n, m) bool, True where a candidate must
-    be left out of query i's softmax (e.g. another image of the same class).  Written out
-    step by step; the tests check it against ``torch.nn.functional.cross_entropy``.
+    be left out of query i's softmax (e.g. another image of the same class).  The steps:
+    similarities ``queries @ candidates.T``, divided by the temperature, then
+    ``F.cross_entropy`` (log-softmax, −log p[label]); the tests check it against a plain loop.
     """
-    if queries.ndim != 2 or candidates.ndim != 2 or queries.shape[1] != candidates.shape[1]:
-        raise ValueError(
-            f"expected (n, d) queries and (m, d) candidates, got {tuple(queries.shape)} and {tuple(candidates.shape)}"
-        )
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    n = queries.shape[0]
+    _check(queries, candidates, temperature)
     if labels is None:
-        labels = torch.arange(n, device=queries.device)
-    similarities = queries @ candidates.T  # (n, m) cosine similarities
-    logits = similarities / temperature  # sharpened by the temperature
-    if mask is not None:  # a masked candidate gets probability 0; the positive is never masked
-        keep_positive = F.one_hot(labels, candidates.shape[0]).bool()
-        logits = logits.masked_fill(mask & ~keep_positive, float("-inf"))
-    log_softmax = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    return -log_softmax[torch.arange(n, device=queries.device), labels].mean()
+        labels = torch.arange(queries.shape[0], device=queries.device)
+    logits = queries @ candidates.T / temperature  # (n, m) cosine similarities, sharpened
+    return F.cross_entropy(_masked(logits, labels, mask), labels)
 
 
 def symmetric_loss(
@@ -58,8 +65,10 @@ def symmetric_loss(
 
     ``a``, ``b``: (n, d) L2-normalised, row i of ``a`` and row i of ``b`` a positive pair;
     ``mask``: (n, n), True where ``b``'s row j must not be a candidate for ``a``'s row i, or
-    (2n, 2n) over ``cat([a, b])`` (its two off-diagonal blocks are used).
+    (2n, 2n) over ``cat([a, b])`` (its two off-diagonal blocks are used).  One similarity
+    matrix serves both directions (its transpose is the reverse).
     """
+    _check(a, b, temperature)
     n = a.shape[0]
     if mask is None:
         a_to_b = b_to_a = None
@@ -67,7 +76,11 @@ def symmetric_loss(
         a_to_b, b_to_a = mask[:n, n:], mask[n:, :n]
     else:
         a_to_b, b_to_a = mask, mask.T
-    return 0.5 * (contrastive_loss(a, b, temperature, mask=a_to_b) + contrastive_loss(b, a, temperature, mask=b_to_a))
+    logits = a @ b.T / temperature  # (n, n): row i = a_i against every b_j; the diagonal holds the pairs
+    target = torch.arange(n, device=a.device)
+    forward = F.cross_entropy(_masked(logits, target, a_to_b), target)
+    backward = F.cross_entropy(_masked(logits.T, target, b_to_a), target)
+    return (forward + backward) / 2
 
 
 def both_views_loss(

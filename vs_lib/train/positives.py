@@ -11,17 +11,20 @@ positive images, and a mask of candidates the loss must ignore.  One sampler per
   labels stand in for human raters); same-class candidates are masked out of the softmax,
   so an image is never pushed away from its own class;
 - :class:`ClickPositives` (``clicks``): an image a user clicked when shown it for this
-  query (:func:`click_pairs_from_db`, training images only).
+  query (:func:`read_click_log`: the ``interactions`` table of a database, training images
+  only, with a fingerprint that enters the model's reuse key).
 
 :func:`epoch_pairs` cuts one epoch (a fresh random order) into batches of any sampler.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -136,7 +139,11 @@ def make_sampler(
 
 
 def click_pairs_from_db(conn: sqlite3.Connection | None = None, n_train: int = 60_000) -> np.ndarray:
-    """(m, 2) int64 (query id, clicked id) pairs from the interactions table, both training images."""
+    """(m, 2) int64 (query id, clicked id) pairs from the interactions table, both training images.
+
+    In log order (the table's ``id``), so the same log always gives the same pairs in the
+    same order.  ``conn`` defaults to the platform database (``config.db_path()``).
+    """
     from .. import data
 
     own = conn is None
@@ -145,7 +152,7 @@ def click_pairs_from_db(conn: sqlite3.Connection | None = None, n_train: int = 6
         rows = db.execute(
             "SELECT query_image_id, displayed_image_id FROM interactions "
             "WHERE type = 'click' AND query_image_id < ? AND displayed_image_id < ? "
-            "AND query_image_id != displayed_image_id",
+            "AND query_image_id != displayed_image_id ORDER BY id",
             (n_train, n_train),
         ).fetchall()
     finally:
@@ -158,6 +165,42 @@ def click_pairs_from_db(conn: sqlite3.Connection | None = None, n_train: int = 6
             "build the database first (`python -m vs_lib data`)"
         )
     return pairs
+
+
+def pairs_fingerprint(pairs: np.ndarray) -> str:
+    """Hash of (m, 2) click pairs, order included: equal exactly when the pairs are."""
+    a = np.ascontiguousarray(np.asarray(pairs, dtype=np.int64))
+    return hashlib.sha256(a.tobytes()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ClickLog:
+    """The clicks a model learns from, and where they were read.
+
+    ``path``: the database whose ``interactions`` table holds the log; ``pairs``: (m, 2)
+    int64 (query id, clicked id), training images only, in log order; ``fingerprint``: hash
+    of the pairs (:func:`pairs_fingerprint`), so a changed log means a changed model.
+    """
+
+    path: str
+    pairs: np.ndarray
+    fingerprint: str
+
+    def describe(self) -> str:
+        return f"{len(self.pairs):,} click pairs from the interactions table of {self.path} (fingerprint {self.fingerprint})"
+
+
+def read_click_log(path: str | Path | None = None, n_train: int = 60_000) -> ClickLog:
+    """The click log of the database at ``path`` (default: the platform database, ``config.db_path()``)."""
+    from .. import config, data
+
+    db_path = Path(path) if path is not None else config.db_path()
+    conn = data.connect(db_path, readonly=True)
+    try:
+        pairs = click_pairs_from_db(conn, n_train)
+    finally:
+        conn.close()
+    return ClickLog(str(db_path), pairs, pairs_fingerprint(pairs))
 
 
 # --------------------------------------------------------------------------- mined neighbours

@@ -1,18 +1,22 @@
 """Where trained models live, and :func:`ensure_model`: train only what is missing or out of date.
 
-``ensure_model(positives, profile)`` is what the notebooks and ``make report`` call: it
+``ensure_model(positives, profile)`` is what the notebooks and ``make models`` call: it
 returns the model file, training it first when the file is missing or was trained by
-another configuration (the configuration's hash is stored in the model's metadata).
+another configuration or on other data.  The model's metadata records the *reuse key*
+(:func:`~vs_lib.train.trainer.reuse_key`): the configuration's hash joined with the
+fingerprint of the training data — images, labels and, for click positives, the click
+pairs read from the log — so a changed click log retrains the click model.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from .. import config as paths
-from ..models import load_encoder
+from ..models import Encoder, load_encoder
 from .config import BACKBONES, POSITIVES, TrainConfig, default_config
-from .trainer import train_encoder
+from .trainer import TrainingData, reuse_key, train_encoder, training_data
 
 
 def model_path(positives: str, profile: str = "full", backbone: str = "cnn", models_dir: Path | None = None) -> Path:
@@ -39,18 +43,37 @@ def model_path(positives: str, profile: str = "full", backbone: str = "cnn", mod
     return base / f"{stem}.pt"
 
 
-def stored_config_key(path: Path) -> str | None:
-    """The configuration hash recorded in the model file at ``path`` (None: no readable model there)."""
+def stored_reuse_key(path: Path) -> str | None:
+    """The reuse key recorded in the model file at ``path`` (None: no readable model there)."""
     try:
-        key = load_encoder(path).metadata.get("config_key")
+        key = load_encoder(path).metadata.get("reuse_key")
     except (OSError, ValueError):  # missing, or not a readable encoder file
         return None
     return str(key) if key is not None else None
 
 
-def is_up_to_date(path: Path, cfg: TrainConfig) -> bool:
-    """Is there a model at ``path`` trained by exactly ``cfg``?"""
-    return path.exists() and stored_config_key(path) == cfg.key()
+def is_up_to_date(path: Path, cfg: TrainConfig, data: TrainingData) -> bool:
+    """Is there a model at ``path`` trained by exactly ``cfg`` on exactly ``data``?"""
+    return path.exists() and stored_reuse_key(path) == reuse_key(cfg, data)
+
+
+def evaluate_on_protocol(encoder: Encoder) -> dict[str, float]:
+    """The full protocol's figures (:func:`vs_lib.evaluate.ranking_metrics`) for the model's metadata.
+
+    The gallery and query embeddings go through :func:`vs_lib.evaluate.cached_embed`, so the
+    notebooks that evaluate the same model later read them instead of embedding again; the
+    embedding speed is timed on the queries, embedded afresh.
+    """
+    from ..evaluate import cached_embed, default_protocol, ranking_metrics
+
+    proto = default_protocol()
+    t0 = time.perf_counter()
+    encoder.embed(proto.query_images)
+    speed = len(proto.query_images) / max(time.perf_counter() - t0, 1e-9)
+    gallery = cached_embed(encoder, proto.gallery_images)
+    queries = cached_embed(encoder, proto.query_images)
+    m = ranking_metrics(queries, proto.query_labels, gallery, proto.gallery_labels)
+    return {**m.as_row(), "dim": encoder.dim, "embed_images_per_second": round(speed, 1)}
 
 
 def ensure_model(
@@ -63,24 +86,25 @@ def ensure_model(
     out: str | Path | None = None,
     progress: bool = True,
     models_dir: Path | None = None,
+    click_log: str | Path | None = None,
+    data: TrainingData | None = None,
 ) -> Path:
     """Path of a trained model for ``positives``; trains only when missing or out of date.
 
-    ``cfg`` defaults to :func:`default_config`; ``out`` to :func:`model_path`.  Training
-    checkpoints beside the file (``<file>.ckpt``), so an interrupted run resumes; the model
-    is written atomically.  When ``cfg.eval_queries`` is None the model is also scored on the
-    full protocol (:func:`vs_lib.evaluate.protocol_metrics`) and the figures stored in it.
+    ``cfg`` defaults to :func:`default_config`; ``out`` to :func:`model_path`; ``data`` to
+    :func:`training_data` of ``cfg`` (click positives: the interactions table of the database
+    at ``click_log``, default the platform database).  Training checkpoints beside the file
+    (``<file>.ckpt``), so an interrupted run resumes; the model is written atomically.  When
+    ``cfg.eval_queries`` is None the model is also scored on the full protocol
+    (:func:`evaluate_on_protocol`) and the figures stored in it.
     """
     cfg = cfg or default_config(positives, profile, backbone)
     path = Path(out) if out else model_path(positives, profile, backbone, models_dir)
-    if not force and is_up_to_date(path, cfg):
+    data = data if data is not None else training_data(cfg, click_log=click_log)
+    if not force and is_up_to_date(path, cfg, data):
         return path
-    encoder = train_encoder(cfg, checkpoint=path.with_name(path.name + ".ckpt"), progress=progress)
+    encoder = train_encoder(cfg, data=data, checkpoint=path.with_name(path.name + ".ckpt"), progress=progress)
     if cfg.eval_queries is None:
-        from ..evaluate import protocol_metrics
-
-        m = protocol_metrics(encoder)
-        extra = {"dim": m.dim, "embed_images_per_second": m.embed_images_per_second}
-        encoder.metadata["evaluation"] = {**m.as_row(), **extra}
+        encoder.metadata["evaluation"] = evaluate_on_protocol(encoder)
     encoder.save(path)
     return path

@@ -10,14 +10,18 @@ Read it top to bottom::
     encoder = finish(run)                     # the trained Encoder, with its metadata
 
 :func:`make_batch` builds the batch (a random view of every query image and of every
-positive image); :func:`train_step` embeds it, scores it with the contrastive loss
-(:func:`batch_loss`, from :mod:`.losses`) and takes one optimiser step with the learning
-rate of the schedule (:func:`lr_factor`).  :func:`run_epoch` repeats it over one epoch,
-keeps the loss curve and checkpoints; :func:`train_encoder` runs epochs until the budget
-(epochs or minutes, whichever comes first) is used, resuming from a checkpoint when one
-exists.  ``epoch_pairs`` comes from :mod:`.positives`.
+positive image); :func:`train_step` sets the learning rate of the schedule
+(:func:`set_learning_rate`), embeds the batch (:func:`embed_batch`), scores it with the
+contrastive loss (:func:`batch_loss`, from :mod:`.losses`) and takes one optimiser step.
+:func:`run_epoch` repeats it over one epoch, keeps the loss curve and checkpoints;
+:func:`train_encoder` runs epochs until ``cfg.epochs`` are done, resuming from a checkpoint
+when one exists.  ``epoch_pairs`` comes from :mod:`.positives`.
 
-Nothing here changes torch's thread count: whoever owns the process sets it.
+The budget is a number of steps (``cfg.epochs`` × steps per epoch), never wall-clock time,
+and :func:`train_encoder` trains on ``cfg.threads`` threads (then restores the caller's
+count): the thread count changes floating-point sums, so a fixed count makes the same
+configuration give the same weights on every run.  The step functions themselves run on
+whatever threads their caller set.
 """
 
 from __future__ import annotations
@@ -35,31 +39,37 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from threadpoolctl import threadpool_limits
 
 from .. import config as paths
 from ..features import BatchAugment, Preprocess, fit_normalisation
-from ..models import Encoder, build_network, default_preprocess
+from ..models import Encoder, build_network, default_preprocess, torch_threads
 from .config import TrainConfig, TrainingError
 from .losses import pair_loss
 from .positives import (
+    ClickLog,
     MiningReport,
     Pairs,
     PositiveSampler,
-    click_pairs_from_db,
     make_sampler,
     mine_training_neighbours,
     pairs_in_order,
+    read_click_log,
 )
 
 
 # --------------------------------------------------------------------------- the data
 @dataclass(frozen=True)
 class TrainingData:
-    """What a run learns from: ``images`` (n, 28, 28) uint8, ``labels`` (n,), ``click_pairs`` (m, 2) or None."""
+    """What a run learns from: ``images`` (n, 28, 28) uint8, ``labels`` (n,), ``click_pairs`` (m, 2) or None.
+
+    ``click_log``: where the click pairs were read (None when they were passed in or unused).
+    """
 
     images: np.ndarray
     labels: np.ndarray
     click_pairs: np.ndarray | None = None
+    click_log: ClickLog | None = None
 
 
 def training_data(
@@ -67,11 +77,14 @@ def training_data(
     images: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     click_pairs: np.ndarray | None = None,
+    click_log: str | Path | None = None,
 ) -> TrainingData:
     """The training set of ``cfg``: Fashion-MNIST's training images unless given, cut to ``cfg.n_train``.
 
     With click positives every image may appear in a click, so the images are kept whole
-    and ``n_train`` limits the number of click pairs instead (default: the interactions table's).
+    and ``n_train`` limits the number of click pairs instead.  The pairs are ``click_pairs``
+    when given, else those of the interactions table of the database at ``click_log``
+    (default: the platform database, ``config.db_path()``).
     """
     if images is None or labels is None:
         from .. import data
@@ -82,13 +95,31 @@ def training_data(
     if cfg.positives != "clicks":
         n = min(len(images), cfg.n_train or len(images))
         return TrainingData(images[:n], labels[:n])
-    pairs = np.asarray(click_pairs if click_pairs is not None else click_pairs_from_db(n_train=len(images)))
+    log = None
+    if click_pairs is None:
+        log = read_click_log(click_log, n_train=len(images))
+        click_pairs = log.pairs
+    pairs = np.asarray(click_pairs)
     pairs = pairs[(pairs < len(images)).all(axis=1)][: cfg.n_train or None]
     if len(pairs) < cfg.batch_size:
         raise TrainingError(
             f"only {len(pairs)} click pairs between training images; need at least one batch of {cfg.batch_size}"
         )
-    return TrainingData(images, labels, pairs)
+    return TrainingData(images, labels, pairs, log)
+
+
+def data_fingerprint(data: TrainingData) -> str:
+    """Hash of the training images, labels and click pairs: equal exactly when the data are."""
+    h = hashlib.sha256(np.ascontiguousarray(data.images).tobytes())
+    h.update(np.ascontiguousarray(data.labels).tobytes())
+    if data.click_pairs is not None:
+        h.update(np.ascontiguousarray(data.click_pairs, dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def reuse_key(cfg: TrainConfig, data: TrainingData) -> str:
+    """What a model file must record to be reused: the configuration's hash and the data's fingerprint."""
+    return f"{cfg.key()}-{data_fingerprint(data)}"
 
 
 # --------------------------------------------------------------------------- the run
@@ -143,17 +174,17 @@ class TrainingRun:
         return max(1, self.sampler.epoch_size // self.cfg.batch_size)
 
     @property
+    def planned_steps(self) -> int:
+        """The budget in optimiser steps: ``cfg.epochs`` × steps per epoch, rounded up."""
+        return max(1, math.ceil(self.cfg.epochs * self.steps_per_epoch))
+
+    @property
     def channels_last(self) -> bool:
         return self.cfg.full_arch()["kind"] in ("cnn", "resnet", "efficientnet")
 
     def fraction_done(self) -> float:
-        """Share of the budget used: the larger of steps / planned steps and seconds / allowed seconds."""
-        fractions = []
-        if self.cfg.epochs is not None:
-            fractions.append(self.progress.step / math.ceil(self.cfg.epochs * self.steps_per_epoch))
-        if self.cfg.minutes is not None:
-            fractions.append(self.progress.seconds / (self.cfg.minutes * 60.0))
-        return max(fractions)
+        """Share of the budget used: steps taken / planned steps."""
+        return self.progress.step / self.planned_steps
 
 
 def lr_factor(fraction: float, warmup: float) -> float:
@@ -236,11 +267,24 @@ def make_batch(run: TrainingRun, pairs: Pairs) -> torch.Tensor:
     return batch.contiguous(memory_format=torch.channels_last) if run.channels_last else batch
 
 
+def embed_batch(run: TrainingRun, batch: torch.Tensor) -> torch.Tensor:
+    """(2b, d) unit rows: the network, then the projection head (if any), L2-normalised."""
+    return F.normalize(run.model["head"](run.model["net"](batch)), dim=1)
+
+
 def batch_loss(run: TrainingRun, batch: torch.Tensor, pairs: Pairs) -> torch.Tensor:
-    """Embed the batch (network, then head, L2-normalised) and score the pairs with the contrastive loss."""
-    z = F.normalize(run.model["head"](run.model["net"](batch)), dim=1)
+    """Embed the batch (:func:`embed_batch`) and score the pairs with the contrastive loss."""
+    z = embed_batch(run, batch)
     b = len(pairs.queries)
     return pair_loss(z[:b], z[b:], run.cfg.temperature, run.cfg.negatives, pairs.mask)
+
+
+def set_learning_rate(run: TrainingRun) -> float:
+    """Set the optimiser's learning rate for the next step (:func:`lr_factor` of the budget used); returns it."""
+    lr = run.cfg.lr * lr_factor(run.fraction_done(), run.cfg.warmup_fraction)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    return lr
 
 
 def train_step(run: TrainingRun, pairs: Pairs, views: torch.Tensor | None = None) -> float:
@@ -250,8 +294,7 @@ def train_step(run: TrainingRun, pairs: Pairs, views: torch.Tensor | None = None
     it (to look at it); otherwise it is built here (and its time counts as training time).
     """
     t0 = time.perf_counter()
-    for group in run.optimizer.param_groups:
-        group["lr"] = run.cfg.lr * lr_factor(run.fraction_done(), run.cfg.warmup_fraction)
+    set_learning_rate(run)
     run.model.train()
     loss = batch_loss(run, make_batch(run, pairs) if views is None else views, pairs)
     run.optimizer.zero_grad(set_to_none=True)
@@ -284,7 +327,7 @@ def log_loss(run: TrainingRun) -> LossRecord:
 def save_checkpoint(run: TrainingRun, path: Path) -> None:
     """Everything needed to continue the run exactly (weights, optimiser, progress, random states), atomically."""
     state = {
-        "config_key": run.cfg.key(),
+        "reuse_key": reuse_key(run.cfg, run.data),
         "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(),
         "progress": dataclasses.asdict(run.progress),
@@ -298,7 +341,7 @@ def save_checkpoint(run: TrainingRun, path: Path) -> None:
 
 
 def resume(run: TrainingRun, path: Path) -> bool:
-    """Continue from the checkpoint at ``path`` if it exists and was written by the same configuration.
+    """Continue from the checkpoint at ``path`` if it exists and was written by the same configuration and data.
 
     An unreadable or foreign checkpoint is ignored (the run starts over); returns whether it resumed.
     """
@@ -306,7 +349,7 @@ def resume(run: TrainingRun, path: Path) -> bool:
         return False
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("config_key") != run.cfg.key():
+        if state.get("reuse_key") != reuse_key(run.cfg, run.data):
             return False
         run.model.load_state_dict(state["model"])
         run.optimizer.load_state_dict(state["optimizer"])
@@ -368,26 +411,21 @@ def run_epoch(
     return run.fraction_done() >= 1.0
 
 
-def _data_fingerprint(data: TrainingData) -> str:
-    h = hashlib.sha256(np.ascontiguousarray(data.images).tobytes())
-    h.update(np.ascontiguousarray(data.labels).tobytes())
-    if data.click_pairs is not None:
-        h.update(data.click_pairs.tobytes())
-    return h.hexdigest()[:16]
-
-
 def training_metadata(run: TrainingRun) -> dict[str, Any]:
     """What the model file records about its training (JSON values)."""
     p, cfg, data = run.progress, run.cfg, run.data
     n_pairs = None if data.click_pairs is None else len(data.click_pairs)
+    log = data.click_log
     return {
         "positives": cfg.positives,
         "config": cfg.to_dict(),
         "config_key": cfg.key(),
+        "reuse_key": reuse_key(cfg, data),
         "training_data": {
             "n_images": len(data.images),
-            "fingerprint": _data_fingerprint(data),
+            "fingerprint": data_fingerprint(data),
             "n_click_pairs": n_pairs,
+            "click_log": None if log is None else {"path": log.path, "fingerprint": log.fingerprint},
         },
         "history": list(p.history),
         "neighbour_mining": dataclasses.asdict(run.mining) if run.mining else {},
@@ -396,6 +434,7 @@ def training_metadata(run: TrainingRun) -> dict[str, Any]:
         "train_images_seen": p.images,
         "train_images_per_second": round(p.images / max(p.seconds, 1e-9), 1),
         "epochs": round(p.step / run.steps_per_epoch, 3),
+        "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
 
@@ -419,43 +458,42 @@ def train_encoder(
     progress: bool = True,
     name: str | None = None,
     callback: Callable[[LossRecord], None] | None = None,
+    *,
+    data: TrainingData | None = None,
 ) -> Encoder:
-    """Train an encoder by ``cfg``; returns it with ``metadata["history"]`` (the loss curve).
+    """Train an encoder by ``cfg`` on ``cfg.threads`` threads; returns it with ``metadata["history"]``.
 
-    ``images`` (n, 28, 28) uint8 and ``labels`` (n,) default to Fashion-MNIST's training
-    set; ``click_pairs`` (m, 2) to the interactions table's clicks.  ``checkpoint``: a path
-    where training state is saved every ``cfg.checkpoint_seconds`` and resumed from when
-    it exists with the same configuration (deleted once training ends).
+    ``data`` (from :func:`training_data`) or else ``images`` (n, 28, 28) uint8 and ``labels``
+    (n,), default Fashion-MNIST's training set, and ``click_pairs`` (m, 2), default the
+    platform database's click log.  ``checkpoint``: a path where training state is saved
+    every ``cfg.checkpoint_seconds`` and resumed from when it exists with the same
+    configuration and data (deleted once training ends).  The caller's thread counts (torch
+    and BLAS) are restored afterwards.
     """
     from tqdm.auto import tqdm
 
-    run = start_run(cfg, training_data(cfg, images, labels, click_pairs))
-    path = Path(checkpoint) if checkpoint else None
-    if path is not None:
-        resume(run, path)
-    bar = tqdm(
-        total=100,
-        disable=not progress,
-        desc=f"train {cfg.positives}",
-        unit="%",
-        initial=min(100, int(100 * run.fraction_done())),
-    )
+    data = data if data is not None else training_data(cfg, images, labels, click_pairs)
+    with torch_threads(cfg.threads), threadpool_limits(limits=cfg.threads, user_api="blas"):
+        run = start_run(cfg, data)
+        path = Path(checkpoint) if checkpoint else None
+        if path is not None:
+            resume(run, path)
+        bar = tqdm(total=run.planned_steps, disable=not progress, desc=f"train {cfg.positives}", unit="step")
+        bar.update(min(run.progress.step, run.planned_steps))
 
-    def show(run: TrainingRun) -> None:
-        p = run.progress
-        loss = f"{p.history[-1]['loss']:.3f}" if p.history else "-"
-        # no forced refresh: tqdm then honours its minimum interval (TQDM_MININTERVAL in logs)
-        bar.set_postfix(loss=loss, img_s=f"{p.images / max(p.seconds, 1e-9):.0f}", refresh=False)
-        target = min(100, int(100 * run.fraction_done()))
-        if target > bar.n:
-            bar.update(target - bar.n)
+        def show(run: TrainingRun) -> None:
+            p = run.progress
+            loss = f"{p.history[-1]['loss']:.3f}" if p.history else "-"
+            # no forced refresh: tqdm then honours its minimum interval (TQDM_MININTERVAL in logs)
+            bar.set_postfix(loss=loss, img_s=f"{p.images / max(p.seconds, 1e-9):.0f}", refresh=False)
+            bar.update(min(p.step, run.planned_steps) - bar.n)
 
-    checkpoints = Checkpoints(path, cfg.checkpoint_seconds)
-    done = run.fraction_done() >= 1.0
-    while not done:
-        done = run_epoch(run, checkpoints, on_record=callback, on_step=show)
-    bar.close()
-    encoder = finish(run, name)
+        checkpoints = Checkpoints(path, cfg.checkpoint_seconds)
+        done = run.fraction_done() >= 1.0
+        while not done:
+            done = run_epoch(run, checkpoints, on_record=callback, on_step=show)
+        bar.close()
+        encoder = finish(run, name)
     if path is not None and path.exists():
         path.unlink()
     return encoder
