@@ -1,10 +1,11 @@
 """The Milvus backend (``kind="milvus"``) on Milvus Lite passes the interface tests of the
-FAISS kinds: the functions of ``tests/test_index.py`` are run again with a Milvus case,
+FAISS kinds: the functions of ``tests/test_index_*.py`` are run again with a Milvus case,
 plus the checks that differ (persistence lives in the store, server URIs, serving needs)."""
 
 from __future__ import annotations
 
 import json
+import types
 
 import numpy as np
 import pytest
@@ -12,25 +13,35 @@ import pytest
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
-import test_index as ti  # tests/ is on sys.path under pytest's default import mode
+import _index_cases as cases  # tests/ is on sys.path under pytest's default import mode
+import test_index_persistence as t_persistence
+import test_index_search as t_search
+import test_index_sync as t_sync
+import test_index_validation as t_validation
 
 from vs_lib import index as vi
 from vs_lib.index import IndexCorruptedError, IndexMismatchError
 from vs_lib.index.milvus import MilvusIndex, default_uri
 
-clustered = ti.clustered  # the same module-scoped data fixtures
-fashion_mnist = ti.fashion_mnist
-DIM, N = ti.DIM, ti.N
+clustered = t_search.clustered  # the same module-scoped data fixtures
+fashion_mnist = t_sync.fashion_mnist
+DIM, N = cases.DIM, cases.N
+SHARED_MODULES = (t_search, t_persistence, t_validation)
 MILVUS_CASE = [("milvus", {}, 0.999)]  # FLAT in Milvus: exact
 
 
 @pytest.fixture
 def shared(monkeypatch, tmp_path):
-    """Point test_index's functions at a Milvus case; Milvus Lite files under tmp_path."""
+    """The index interface tests (test_index_*.py) pointed at a Milvus case; Milvus Lite files under tmp_path."""
     monkeypatch.setenv("VS_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr(ti, "CASES", MILVUS_CASE)
-    monkeypatch.setattr(ti, "IDS", ["milvus"])
-    return ti  # test_index's functions call index.create(DIM, "milvus"), which makes a MilvusIndex
+    functions = {}
+    for module in SHARED_MODULES:
+        if hasattr(module, "CASES"):  # functions that loop over the kinds' cases see only Milvus
+            monkeypatch.setattr(module, "CASES", MILVUS_CASE)
+            monkeypatch.setattr(module, "IDS", ["milvus"])
+        functions.update({name: getattr(module, name) for name in dir(module) if name.startswith("test_")})
+    # their functions call index.create(DIM, "milvus"), which makes a MilvusIndex
+    return types.SimpleNamespace(**functions)
 
 
 @pytest.fixture
@@ -178,8 +189,8 @@ def test_hnsw_index_type_and_search_params(shared, clustered):
 
 def test_sync_index_runs_on_milvus(shared, tmp_path, monkeypatch, fashion_mnist):
     """The indexing pipeline (and so the serving layer, which calls it) on kind='milvus'."""
-    conn = ti._platform(tmp_path, list(range(0, 200)) + list(range(60000, 60050)))
-    enc = ti.FakeEncoder()
+    conn = t_sync._platform(tmp_path, list(range(0, 200)) + list(range(60000, 60050)))
+    enc = t_sync.FakeEncoder()
     path = vi.default_index_path(enc.name, "milvus")
     first = vi.sync_index(enc, conn, path, kind="milvus", progress=False)
     assert (first.added, first.total) == (250, 250)
@@ -190,7 +201,7 @@ def test_sync_index_runs_on_milvus(shared, tmp_path, monkeypatch, fashion_mnist)
     idx = vi.load(path, expected_dim=enc.dim, expected_fingerprint=enc.fingerprint)
     assert isinstance(idx, MilvusIndex) and 3 not in idx and len(idx) == 248
 
-    class Other(ti.FakeEncoder):
+    class Other(t_sync.FakeEncoder):
         fingerprint = "fake-0002"
 
     with pytest.raises(IndexMismatchError):

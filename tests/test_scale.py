@@ -13,13 +13,13 @@ from dataclasses import asdict
 
 import numpy as np
 import pytest
-import test_index  # tests/ is on sys.path under pytest's default import mode
+import test_index_sync  # tests/ is on sys.path under pytest's default import mode
 
 from vs_lib import index as vi
 from vs_lib import scale
 from vs_lib.scale import growth
 
-fashion_mnist = test_index.fashion_mnist  # the corpus, or a skip naming what is missing
+fashion_mnist = test_index_sync.fashion_mnist  # the corpus, or a skip naming what is missing
 
 
 def numpy_topk(queries: np.ndarray, database: np.ndarray, k: int) -> np.ndarray:
