@@ -26,7 +26,8 @@ snapshots      ``Snapshotter``: the background thread that saves the index
 caches         stored vectors (read back with ``index.reconstruct``) and hashes by id
 store          ``PlatformStore``: database rows, pixels by storage key, an upload's file and commit
 responses      ``SearchResponse``, ``UploadResult``, ``Health``; the per-stage timer
-facade         ``SearchService``: the search pipeline and the upload transaction
+indexing       ``IndexingPipeline``: upload transaction, deletion, reconciliation, snapshots
+facade         ``SearchService``: composes the parts; the search pipeline (an ``IndexingPipeline``)
 =============  ========================================================================
 
 Conventions: embeddings are ``(n, d) float32`` L2-normalised and scores are inner products

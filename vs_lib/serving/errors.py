@@ -6,6 +6,8 @@ object store and the index as they were.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ServingError(ValueError):
     """A request the service refuses; ``status_code`` is the HTTP status to answer with."""
@@ -35,3 +37,11 @@ class NotFound(ServingError, LookupError):
     """Unknown image or user id (also: an image the requester may not see)."""
 
     status_code = 404
+
+
+def as_int(value: Any, name: str) -> int:
+    """``int(value)``, or a :class:`ServingError` naming ``name`` (an id from a request)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ServingError(f"{name} must be an integer, got {value!r}") from None

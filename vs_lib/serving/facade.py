@@ -29,42 +29,28 @@ from PIL import Image
 from .. import config, data, database
 from .. import index as index_mod
 from ..index import VectorIndex
-from ..locks import FolderBusy, Presence, folder_lock
+from ..locks import Presence
 from ..protocols import Encoder
 from .access import hidden_reason
 from .caches import HashCache, VectorCache
 from .embedding import EmbeddingService, ImageInput
-from .errors import NotFound, ServingError
-from .hashing import perceptual_hash
+from .errors import NotFound, ServingError, as_int
 from .images import MAX_PIXELS, MAX_UPLOAD_BYTES, CropSpec, apply_crop, encode_png, parse_crop, to_pil
+from .indexing import Forbidden, IndexingPipeline
 from .neighbours import NeighbourService, ensure_index
 from .rerank import DUP_COSINE, DUP_HAMMING, ReRanker, Result
-from .responses import Health, SearchResponse, StageTimer, StopReason, UploadResult
+from .responses import Health, SearchResponse, StageTimer, StopReason
 from .snapshots import SNAPSHOT_EVERY, SNAPSHOT_SECONDS, Snapshotter
 from .store import PlatformStore
 
 MAX_K = 100  # largest k a caller may ask for
 MAX_CANDIDATES = 2048  # the most candidates one search examines, however many the filters drop
 DEADLINE_MS = 2000.0  # no further widening of the candidate list once a search has taken this long
-MAX_TAGS_CHARS = 500
 MAX_RANDOM = 200  # largest n of random_ids
 log = logging.getLogger(__name__)
 
 
-def _as_int(value: Any, name: str) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ServingError(f"{name} must be an integer, got {value!r}") from None
-
-
-class Forbidden(ServingError):
-    """The requester may see the image but not change it."""
-
-    status_code = 403
-
-
-class SearchService:
+class SearchService(IndexingPipeline):
     """The one search path over ``encoder`` and ``index`` (the embeddings of the database's images).
 
     ``index_path``: where snapshots of the index go (``None``: never saved); ``db_path``,
@@ -185,7 +171,7 @@ class SearchService:
         ``search``, ``rerank``, ``total``.
         """
         timer = StageTimer()
-        k = _as_int(k, "k")
+        k = as_int(k, "k")
         if not 1 <= k <= self.max_k:
             raise ServingError(f"k must be between 1 and {self.max_k}, got {k}")
         if (image is None) == (image_id is None):
@@ -203,7 +189,7 @@ class SearchService:
             img = self.embedder.prepare(image, box)
             timer.lap("validate")
             return self.embedder.embed([img])[0], None
-        query_id = _as_int(image_id, "image_id")
+        query_id = as_int(image_id, "image_id")
         self.store.visible(query_id, user_id)
         if box is None:  # its stored vector, no network pass
             timer.lap("validate")
@@ -256,105 +242,6 @@ class SearchService:
         """Ranked ids for a platform query image: the ``(query_image_id, k, user_id)`` callable the
         online simulation expects."""
         return self.search(image_id=query_image_id, k=k, user_id=user_id).ids
-
-    # ------------------------------------------------------------------ the indexing pipeline
-    def upload(self, data: bytes, *, owner_id: int, tags: str = "", is_private: bool = False) -> UploadResult:
-        """Validate → embed → object file → row + vector (one commit) → searchable; all or nothing.
-
-        The new image is searchable, and durable, as soon as this returns: a kill afterwards
-        loses nothing (the next start-up replays its stored vector). A kill or error before
-        the commit leaves no row; its file, if written, is removed (now, or at the next start-up).
-        """
-        timer = StageTimer()
-        if owner_id is None:
-            raise ServingError("an upload needs its owner")
-        self.store.check_user(owner_id)
-        tags = str(tags or "")
-        if len(tags) > MAX_TAGS_CHARS:
-            raise ServingError(f"tags must be at most {MAX_TAGS_CHARS} characters")
-        img = self.embedder.prepare(data)
-        timer.lap("validate")
-        emb = self.embedder.embed([img])
-        phash = perceptual_hash([img])
-        timer.lap("embed")
-        staged = self.store.stage_object(img)
-        timer.lap("store")
-        committed = False
-        try:
-            with self._write_lock:
-                image_id = self.store.commit_upload(
-                    staged, owner_id=int(owner_id), tags=tags, is_private=bool(is_private),
-                    fingerprint=str(self.encoder.fingerprint), vector=emb[0],
-                )  # fmt: skip
-                committed = True
-                timer.lap("commit")
-                try:
-                    self.neighbours.add(emb, [image_id])
-                except BaseException:
-                    self.store.delete(image_id)  # take the committed upload back: nothing half-done
-                    committed = False
-                    raise
-        except BaseException:
-            if not committed:
-                staged.discard()
-            raise
-        self.vectors.put([image_id], emb)
-        self.hashes.put([image_id], phash)
-        self.snapshots.changed()
-        timer.lap("index")
-        return UploadResult(image_id, staged.storage_key, timer.finish())
-
-    def delete(self, image_id: int, user_id: int | None) -> None:
-        """Delete an image its owner ``user_id`` asks to: row, vector, file, and at once from searches.
-
-        ``NotFound`` for an image the requester may not see; :class:`Forbidden` for someone else's."""
-        image_id = _as_int(image_id, "image_id")
-        meta = self.store.visible(image_id, user_id)
-        if user_id is None or meta.owner_id != int(user_id):
-            raise Forbidden(f"image {image_id} is not yours: only its owner can delete it")
-        with self._write_lock:
-            self.store.delete(image_id)
-            if image_id in self.neighbours:
-                self.neighbours.remove([image_id])
-        self.snapshots.changed()
-
-    # ------------------------------------------------------------------ snapshots
-    def reconcile(self) -> tuple[int, int]:
-        """Make the index hold exactly the database's images (rows written or deleted by other
-        processes); returns ``(added, removed)``. Runs between uploads, never during one."""
-        with self._write_lock, contextlib.closing(data.connect(self.store.db_path)) as conn:
-            table = np.fromiter((r[0] for r in conn.execute("SELECT id FROM images")), np.int64)
-            have = self.neighbours.ids()
-            stale, new = np.setdiff1d(have, table), np.setdiff1d(table, have)
-            if stale.size:
-                self.neighbours.remove(stale.tolist())
-            if new.size:
-                got_ids, got = database.read_vectors(conn, str(self.encoder.fingerprint), new)
-                rest = np.setdiff1d(new, got_ids)
-                if rest.size:
-                    got_ids = np.concatenate([got_ids, rest])
-                    fresh = self.embedder.embed(self._images(rest.tolist()))
-                    got = fresh if not len(got) else np.concatenate([got, fresh])
-                self.neighbours.add(got, got_ids.tolist())
-        return int(new.size), int(stale.size)
-
-    def snapshot(self, lock_timeout: float = 5.0) -> bool:
-        """Reconcile with the database, merge and save the index under its folder lock.
-
-        Returns ``False`` (try later) when another process holds the lock longer than
-        ``lock_timeout`` seconds — e.g. ``python -m vs_lib index`` syncing the same index."""
-        path = self.neighbours.index_path
-        if path is None:
-            self.neighbours.merge()
-            return True
-        try:
-            with folder_lock(path, purpose="search service snapshot", timeout=lock_timeout):
-                self.reconcile()
-                self.neighbours.save()
-        except FolderBusy as e:
-            log.info("snapshot postponed: %s", e)
-            return False
-        return True
 
     # ------------------------------------------------------------------ status
     def health(self) -> Health:
