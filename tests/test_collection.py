@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -400,3 +404,42 @@ def test_command_line_index_search_dedup(folder, pixels_model, tmp_path, capsys)
     dups = json.loads(capsys.readouterr().out)
     assert [g["paths"] for g in dups["groups"]] == [["copy.png", "one.png"]] and dups["groups"][0]["kind"] == "exact"
     assert main(["dedup", str(folder), "--model", str(pixels_model), "--threshold", "70"]) == 2
+
+
+def _state_files(root: str) -> dict[str, bytes]:
+    """The collection's files (not the lock's own) and their bytes."""
+    return {
+        p.name: p.read_bytes() for p in sorted(Path(root).iterdir()) if p.is_file() and not p.name.startswith(".lock")
+    }
+
+
+def test_a_sync_while_another_process_syncs_is_refused_and_changes_nothing(folder, data_dir):
+    enc = CountingEncoder()
+    first = sync(folder, enc)
+    before = _state_files(first.path)
+    ready = data_dir / "holding"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, pathlib; from vs_lib.locks import folder_lock\n"
+            "with folder_lock(sys.argv[1], purpose='test holder'):\n"
+            "    pathlib.Path(sys.argv[2]).touch(); time.sleep(60)",
+            first.path,
+            str(ready),
+        ]
+    )
+    try:
+        for _ in range(300):
+            if ready.exists():
+                break
+            time.sleep(0.1)
+        assert ready.exists(), "the holder process did not take the lock"
+        picture(9).save(folder / "new.png")
+        with pytest.raises(collection.CollectionBusyError, match="another process is updating"):
+            sync(folder, enc)
+        assert _state_files(first.path) == before  # nothing rewritten
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sync(folder, enc).new == 1  # once the holder is gone (killed: the OS drops its lock), the sync goes ahead

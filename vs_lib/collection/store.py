@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .. import config
+from ..locks import FolderBusy, folder_lock
 
 FORMAT = "vs_lib.collection"
 FORMAT_VERSION = 1
@@ -278,21 +279,14 @@ def find_collection(folder: str | os.PathLike[str], model: str | None = None) ->
 # --------------------------------------------------------------------------- one writer at a time
 @contextlib.contextmanager
 def lock(root: Path, timeout: float = 0.0) -> Iterator[None]:
-    """Hold the collection's lock file while syncing; :class:`CollectionBusyError` if another process has it."""
-    import filelock
-
-    root.mkdir(parents=True, exist_ok=True)
-    guard = filelock.FileLock(str(root / ".lock"), timeout=timeout)
-    try:
-        guard.acquire()
-    except filelock.Timeout:
-        raise CollectionBusyError(
-            f"another process is updating the collection at {root}; try again when it ends"
-        ) from None
-    try:
+    """Hold the collection's folder lock (:func:`vs_lib.locks.folder_lock`) while syncing;
+    :class:`CollectionBusyError` if another process has it."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(folder_lock(root, purpose="collection sync", timeout=timeout))
+        except FolderBusy as e:
+            raise CollectionBusyError(f"another process is updating the collection at {root}: {e}") from None
         yield
-    finally:
-        guard.release()
 
 
 def records_as_dicts(records: list[FileRecord]) -> list[dict[str, Any]]:
