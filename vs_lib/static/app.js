@@ -157,8 +157,9 @@ function toPixels(cx, cy) {
 }
 
 function canvasXY(ev) {
-  const r = canvas.getBoundingClientRect();
-  return [(ev.clientX - r.left) * canvas.width / r.width, (ev.clientY - r.top) * canvas.height / r.height];
+  const r = canvas.getBoundingClientRect();  // includes the border: the drawing starts inside it
+  const x = ev.clientX - r.left - canvas.clientLeft, y = ev.clientY - r.top - canvas.clientTop;
+  return [x * canvas.width / canvas.clientWidth, y * canvas.height / canvas.clientHeight];
 }
 
 canvas.addEventListener("mousedown", (ev) => {
