@@ -164,7 +164,7 @@ def cli_main(args: argparse.Namespace) -> int:
     if args.folder is not None:
         from .folder import folder_main
 
-        return folder_main(args)
+        return folder_main(args, serve_app)
     import faiss
     import torch
 

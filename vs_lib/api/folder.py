@@ -35,6 +35,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -348,11 +349,10 @@ def check_folder_bind(host: str, allow_remote: bool) -> None:
 
 
 # --------------------------------------------------------------------------- python -m vs_lib serve --folder
-def folder_main(args: argparse.Namespace) -> int:
-    """``serve --folder DIR``: sync the folder's collection (progress bar), then serve it."""
+def folder_main(args: argparse.Namespace, serve_app: Callable[[FastAPI, str, int], None]) -> int:
+    """``serve --folder DIR``: sync the folder's collection (progress bar), then ``serve_app(app, host, port)``."""
     from .. import collection
     from ..models import torch_threads
-    from .cli import serve_app
 
     allow_remote = bool(getattr(args, "allow_remote", False))
     if args.local_owner or args.demo_user:
