@@ -299,6 +299,7 @@ async function loadFolderPage(offset) {
     im.title = f.path;
     im.dataset.path = f.path;
     if (f.thumbnail_url) im.src = f.thumbnail_url;
+    else { im.classList.add("missing"); im.title = `${f.path}: its file lies outside the folder, so it is not served`; }
     im.addEventListener("click", async () => {
       for (const o of strip.children) o.classList.remove("selected");
       im.classList.add("selected");
