@@ -27,6 +27,10 @@ Bad input answers 4xx with ``{"detail": "<what was expected>"}`` and changes not
 bad or missing credential, 403 not yours or no CSRF token, 404 unknown id, 413 too large,
 415 not an image, 422 a field of the wrong type. Bodies above the upload limit are refused
 before they are parsed (:mod:`.middleware`). ``python -m vs_lib serve`` runs it (:mod:`.cli`).
+
+``python -m vs_lib serve --folder DIR`` serves the same page over a folder of the user's own
+images instead: :func:`.folder.create_folder_app`, its own small API (paths relative to the
+folder, no users), on 127.0.0.1 only unless ``--allow-remote``.
 """
 
 from .app import create_app

@@ -6,8 +6,9 @@ Authentication is on by default: anonymous requests see public images, signed-in
 stays one command. ``--local-owner NAME`` serves as that one user with no sign-in at all —
 refused unless bound to 127.0.0.1 / localhost (:func:`~vs_lib.api.security.check_bind`).
 
-Another entry point (a user's own photo folder) builds its own :class:`SearchService` and
-calls :func:`serve_app` with an :class:`~vs_lib.api.security.AccessPolicy`.
+``--folder DIR`` serves the same page over a folder of the user's own images instead
+(:mod:`.folder`: the folder's collection, brought up to date at start-up; 127.0.0.1 only
+unless ``--allow-remote``).
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--torch-threads",
         type=int,
-        default=1,
-        help="torch intra-op threads per request (default 1: requests run in parallel instead)",
+        default=None,
+        help="torch intra-op threads (default 1 for the platform: requests run in parallel instead; "
+        "with --folder, as many as the machine offers)",
     )
     parser.add_argument(
         "--demo-user",
@@ -66,6 +68,16 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="USERNAME",
         help="serve as this one user with no sign-in (only on 127.0.0.1/localhost)",
+    )
+    own = parser.add_argument_group("a folder of your own images (instead of the platform)")
+    own.add_argument(
+        "--folder", type=Path, default=None, help="serve this folder's collection (indexed or updated at start-up)"
+    )
+    own.add_argument("--name", default=None, help="with --folder: the collection's name (default: the folder's)")
+    own.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="with --folder: allow a non-loopback --host (anyone who can reach the port sees the images)",
     )
 
 
@@ -149,6 +161,10 @@ class _TermAsReturn:
 
 
 def cli_main(args: argparse.Namespace) -> int:
+    if args.folder is not None:
+        from .folder import folder_main
+
+        return folder_main(args, serve_app)
     import faiss
     import torch
 
@@ -164,7 +180,7 @@ def cli_main(args: argparse.Namespace) -> int:
         return 2
     # one explicit setting at start-up: each request thread runs one query, so OpenMP teams
     # inside torch and FAISS would only add spinning under load
-    torch.set_num_threads(max(1, int(args.torch_threads)))
+    torch.set_num_threads(max(1, int(args.torch_threads or 1)))
     faiss.omp_set_num_threads(1)
     model_path = resolve_model(args.model)
     print(f"loading encoder {model_path}, bringing the {args.index_kind} index up to date ...", flush=True)

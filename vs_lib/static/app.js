@@ -4,9 +4,13 @@
 const $ = (id) => document.getElementById(id);
 const canvas = $("canvas");
 const ctx = canvas.getContext("2d");
+const FOLDER_PAGE = 24;  // thumbnails per page of the folder grid
 const state = {
-  query: null,      // {kind: "id", id} or {kind: "file", file}
-  img: null,        // HTMLImageElement of the query, natural size = original pixels
+  mode: "platform", // or "folder" (python -m vs_lib serve --folder DIR): /health says which
+  query: null,      // {kind: "id", id}, {kind: "path", path} (folder mode) or {kind: "file", file}
+  img: null,        // HTMLImageElement of the query (may be a reduced copy of the original)
+  full: null,       // [w, h] of the original image: crops are in these pixels
+  offset: 0,        // folder mode: first path of the page shown
   fit: null,        // {x, y, w, h, scale}: where the image sits on the canvas
   crop: null,       // [x0, y0, x1, y1] in original pixels, or null
   drag: null,       // canvas coordinates of the drag start
@@ -76,7 +80,8 @@ async function loadHealth() {
     const r = await fetch("/health");
     const h = await r.json();
     $("health").textContent = `${h.images_indexed.toLocaleString()} images indexed · model ${h.model} · index ${h.index_kind}`;
-  } catch (e) { $("health").textContent = "service unreachable"; }
+    return h;
+  } catch (e) { $("health").textContent = "service unreachable"; return null; }
 }
 
 async function loadStrip() {
@@ -104,18 +109,21 @@ function thumbUrl(id, size) {
   return `/images/${id}?size=${size}`;
 }
 
-function setQuery(query, src) {
+// full: [w, h] of the original when src is a reduced copy (folder mode); default the image's own size
+function setQuery(query, src, full = null) {
   return new Promise((resolve) => {
   const img = new Image();
   img.onload = () => {
     state.query = query;
     state.img = img;
+    state.full = full || [img.naturalWidth, img.naturalHeight];
     state.crop = null;
-    const scale = Math.min(canvas.width / img.naturalWidth, canvas.height / img.naturalHeight);
-    const w = img.naturalWidth * scale, h = img.naturalHeight * scale;
+    const [fw, fh] = state.full;
+    const scale = Math.min(canvas.width / fw, canvas.height / fh);  // canvas pixels per original pixel
+    const w = fw * scale, h = fh * scale;
     state.fit = { x: (canvas.width - w) / 2, y: (canvas.height - h) / 2, w, h, scale };
-    const what = query.kind === "id" ? `corpus image ${query.id}` : `your file ${query.file.name}`;
-    $("qinfo").textContent = `${what}, ${img.naturalWidth}×${img.naturalHeight} px`;
+    const what = query.kind === "id" ? `corpus image ${query.id}` : query.kind === "path" ? query.path : `your file ${query.file.name}`;
+    $("qinfo").textContent = `${what}, ${fw}×${fh} px`;
     $("search").disabled = false;
     draw();
     resolve(true);
@@ -145,12 +153,13 @@ function draw() {
 function toPixels(cx, cy) {
   const f = state.fit;
   const px = Math.round((cx - f.x) / f.scale), py = Math.round((cy - f.y) / f.scale);
-  return [Math.max(0, Math.min(state.img.naturalWidth, px)), Math.max(0, Math.min(state.img.naturalHeight, py))];
+  return [Math.max(0, Math.min(state.full[0], px)), Math.max(0, Math.min(state.full[1], py))];
 }
 
 function canvasXY(ev) {
-  const r = canvas.getBoundingClientRect();
-  return [(ev.clientX - r.left) * canvas.width / r.width, (ev.clientY - r.top) * canvas.height / r.height];
+  const r = canvas.getBoundingClientRect();  // includes the border: the drawing starts inside it
+  const x = ev.clientX - r.left - canvas.clientLeft, y = ev.clientY - r.top - canvas.clientTop;
+  return [x * canvas.width / canvas.clientWidth, y * canvas.height / canvas.clientHeight];
 }
 
 canvas.addEventListener("mousedown", (ev) => {
@@ -177,9 +186,12 @@ async function runSearch() {
   showError("");
   const form = new FormData();
   if (state.query.kind === "id") form.append("image_id", state.query.id);
+  else if (state.query.kind === "path") form.append("path", state.query.path);
   else form.append("image", state.query.file);
   if (state.crop) form.append("crop", state.crop.join(","));
   form.append("k", $("k").value || "10");
+  const cut = minScore();
+  if (state.mode === "folder" && cut !== null) form.append("min_score", String(cut));
   $("search").disabled = true;
   try {
     const r = await send("/search", { method: "POST", body: form });
@@ -195,6 +207,7 @@ async function runSearch() {
 $("search").addEventListener("click", runSearch);
 
 function renderResults(body) {
+  if (state.mode === "folder") { renderFolderResults(body); return; }
   const grid = $("grid");
   grid.innerHTML = "";
   for (const r of body.results) {
@@ -260,8 +273,120 @@ $("uploadbtn").addEventListener("click", async () => {
 
 $("shuffle").addEventListener("click", loadStrip);
 
+// ------------------------------------------------------------------ folder mode (serve --folder DIR)
+function minScore() {
+  const v = Number($("minscore").value);
+  return v <= Number($("minscore").min) ? null : v;  // the slider's left end: no cut-off
+}
+
+function showMinScore() {
+  const v = minScore();
+  $("minscoretext").textContent = v === null ? "off" : v.toFixed(2);
+}
+$("minscore").addEventListener("input", showMinScore);
+$("minscore").addEventListener("change", () => { if (state.query && state.mode === "folder") runSearch(); });
+
+async function loadFolderPage(offset) {
+  const r = await fetch(`/files?offset=${offset}&limit=${FOLDER_PAGE}`);
+  if (!r.ok) { showError(await apiError(r)); return; }
+  const body = await r.json();
+  state.offset = body.offset;
+  const strip = $("strip");
+  strip.innerHTML = "";
+  for (const f of body.files) {
+    const im = document.createElement("img");
+    im.alt = f.path;
+    im.title = f.path;
+    im.dataset.path = f.path;
+    if (f.thumbnail_url) im.src = f.thumbnail_url;
+    else { im.classList.add("missing"); im.title = `${f.path}: its file lies outside the folder, so it is not served`; }
+    im.addEventListener("click", async () => {
+      for (const o of strip.children) o.classList.remove("selected");
+      im.classList.add("selected");
+      await pickPath(f.path);
+    });
+    strip.appendChild(im);
+  }
+  const pages = Math.max(1, Math.ceil(body.total / FOLDER_PAGE));
+  $("pageinfo").textContent = `page ${Math.floor(body.offset / FOLDER_PAGE) + 1} of ${pages} · ${body.total} images`;
+  $("prevpage").disabled = body.offset === 0;
+  $("nextpage").disabled = body.offset + FOLDER_PAGE >= body.total;
+}
+$("prevpage").addEventListener("click", () => loadFolderPage(Math.max(0, state.offset - FOLDER_PAGE)));
+$("nextpage").addEventListener("click", () => loadFolderPage(state.offset + FOLDER_PAGE));
+
+// an indexed file as the query: a reduced copy to draw on, and the original's size for the crop
+async function pickPath(path) {
+  showError("");
+  const r = await fetch(`/files/view?path=${encodeURIComponent(path)}`);
+  if (!r.ok) { showError(await apiError(r)); return false; }
+  const full = [Number(r.headers.get("X-Full-Width")), Number(r.headers.get("X-Full-Height"))];
+  const url = URL.createObjectURL(await r.blob());
+  return setQuery({ kind: "path", path }, url, full);
+}
+
+function renderFolderResults(body) {
+  const grid = $("grid");
+  grid.innerHTML = "";
+  for (const r of body.results) {
+    const cell = document.createElement("div");
+    cell.className = "cell";
+    cell.dataset.path = r.path;
+    cell.dataset.score = r.score;
+    let pic;
+    if (r.thumbnail_url) {
+      pic = document.createElement("img");
+      pic.src = r.thumbnail_url;
+      pic.alt = r.path;
+      pic.title = "search with this image";
+      pic.addEventListener("click", () => pickPath(r.path));
+    }
+    else { pic = document.createElement("span"); pic.className = "missing"; pic.textContent = "not served"; }
+    cell.appendChild(pic);
+    const cap = document.createElement("div");
+    cap.innerHTML = `#${r.rank} · <span class="score">${r.score.toFixed(3)}</span>`;
+    cell.appendChild(cap);
+    const name = document.createElement("div");
+    name.className = "path";
+    name.textContent = r.path;
+    name.title = r.duplicates ? `${r.path}\n+ ${r.duplicate_paths.join("\n+ ")}` : r.path;
+    cell.appendChild(name);
+    if (r.duplicates) {
+      const dup = document.createElement("div");
+      dup.className = "tags";
+      dup.textContent = `+${r.duplicates} near-duplicate${r.duplicates > 1 ? "s" : ""}`;
+      cell.appendChild(dup);
+    }
+    grid.appendChild(cell);
+  }
+  const note = document.createElement("div");
+  note.className = "muted";
+  note.id = "resultnote";
+  const cut = body.min_score === null ? "" : ` with score ≥ ${body.min_score.toFixed(2)}`;
+  note.textContent = `${body.results.length} results${cut}` + (body.collapsed ? ` · ${body.collapsed} near-duplicates collapsed` : "");
+  grid.appendChild(note);
+  const t = body.timings_ms;
+  $("timings").textContent = Object.entries(t).map(([k, v]) => `${k} ${v.toFixed(1)} ms`).join(" · ");
+}
+
+function startFolder(h) {
+  state.mode = "folder";
+  document.body.classList.add("folder");
+  document.title = `vs_lib visual search · ${h.collection}`;
+  $("subtitle").textContent = `Your folder ${h.folder}: pick an image, upload one or draw a crop; the folder's ` +
+    "images are ranked by the similarity of their embeddings. Nothing is written into the folder.";
+  for (const id of ["signin", "whoami", "upload", "shuffle"]) $(id).hidden = true;
+  $("pager").hidden = false;
+  $("minscorebox").hidden = false;
+  canvas.width = canvas.height = 420;
+  draw();
+  showMinScore();
+  return loadFolderPage(0);
+}
+
 async function start() {
-  loadHealth();
+  const h = await loadHealth();
+  if (h && h.mode === "folder") { await startFolder(h); return; }
   // a sign-in link (serve --demo-user) carries the token in the fragment, which is never sent to a server
   const m = location.hash.match(/^#token=([A-Za-z0-9._-]+)$/);
   if (m) {
