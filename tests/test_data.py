@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import gzip
+import importlib
 import shutil
 import sqlite3
 import subprocess
@@ -310,6 +312,16 @@ def test_cli_data_prints_sources_and_counts(tmp_path):
 def test_cli_help_lists_subcommands():
     out = subprocess.run([sys.executable, "-m", "vs_lib", "--help"], capture_output=True, text=True, check=True).stdout
     assert "data" in out and "report" in out
+
+
+def test_every_command_builds_from_its_module_with_the_overview_line():
+    """``--help`` lists commands without importing them: each module must still build its command."""
+    from vs_lib import __main__ as cli
+
+    for name, (module_name, help_text) in cli.COMMANDS.items():
+        sub = next(a for a in cli.build_parser(only=name)._actions if isinstance(a, argparse._SubParsersAction))
+        assert callable(sub.choices[name].get_default("_main")), name
+        assert help_text == importlib.import_module(module_name).CLI_HELP, name
 
 
 def test_storage_keys_name_the_pixels(ds, tmp_path, monkeypatch):

@@ -16,16 +16,22 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("vs_lib.data", "ensure the Fashion-MNIST corpus and the platform database; print sources and row counts"),
     "train": ("vs_lib.train", "train a contrastive encoder (positives: self_supervised, labels, clicks)"),
-    "index": ("vs_lib.index", "embed every image not yet indexed and add it to the vector index"),
+    "index": (
+        "vs_lib.index",
+        "embed every image not yet indexed and add it to the vector index (removes deleted images)",
+    ),
     "evaluate": ("vs_lib.evaluate", "offline evaluation of saved encoders on the test set"),
     "simulate": ("vs_lib.online", "simulate users: log impressions and clicks, compare two systems (A/B)"),
     "serve": ("vs_lib.api", "run the HTTP search service and web page"),
-    "user": ("vs_lib.auth", "make, list and revoke users' API tokens; set a web sign-in password"),
+    "user": ("vs_lib.auth", "make (token), list and revoke the credentials of platform users; set a sign-in password"),
     "embed": ("vs_lib.scale", "embed the corpus in-process or as a Ray Data job, to Parquet"),
     "report": ("vs_lib.report", "execute every notebook with papermill into reports/ (executed .ipynb and HTML)"),
     # a folder of your own images (vs_lib.collection); `index --folder DIR` indexes one
     "search": ("vs_lib.collection.search", "search a collection (a folder of your own images) by image or crop"),
-    "dedup": ("vs_lib.collection.dedup", "list exact and near-duplicate images of a folder"),
+    "dedup": (
+        "vs_lib.collection.dedup",
+        "list exact and near-duplicate images of a folder (indexes it first, incrementally)",
+    ),
 }
 
 
@@ -39,7 +45,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vs_lib {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="command")
     for name, (module_name, help_text) in COMMANDS.items():
-        if only is not None and name != only:
+        if name != only:  # the overview needs one line per command, not its module
             sub.add_parser(name, help=help_text, add_help=False)
             continue
         try:
