@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -117,3 +117,32 @@ def run_notebook(smoke_figures_dir: Path, notebook_env: dict[str, str]) -> Calla
         return results
 
     return run
+
+
+# ---------------------------------------------------------------- index interface tests
+@pytest.fixture(scope="module")
+def one_faiss_thread() -> Iterator[None]:
+    """Small arrays: one OpenMP thread avoids spin-waiting on a shared machine."""
+    from vs_lib import index as vi
+
+    with vi.faiss_threads(1):
+        yield
+
+
+@pytest.fixture(scope="session")
+def clustered():
+    """Clustered unit vectors with queries and exact truth (``tests/_index_cases.py``)."""
+    from _index_cases import make_clustered
+
+    return make_clustered()
+
+
+@pytest.fixture(scope="session")
+def built(clustered):
+    """One index of every case in ``tests/_index_cases.py``, built once: read-only (restore any knob you turn)."""
+    from _index_cases import build_cases
+
+    from vs_lib import index as vi
+
+    with vi.faiss_threads(1):
+        return build_cases(clustered)

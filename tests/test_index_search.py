@@ -8,26 +8,11 @@ from __future__ import annotations
 import faiss
 import numpy as np
 import pytest
-from _index_cases import CASES, DIM, IDS, Clustered, N, build_cases, make_clustered
+from _index_cases import CASES, DIM, IDS, N
 
 from vs_lib import index as vi
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_faiss_thread():
-    """Small arrays: one OpenMP thread avoids spin-waiting on a shared machine."""
-    with vi.faiss_threads(1):
-        yield
-
-
-@pytest.fixture(scope="module")
-def clustered() -> Clustered:
-    return make_clustered()
-
-
-@pytest.fixture(scope="module")
-def built(clustered):
-    return build_cases(clustered)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")  # fixtures from conftest.py
 
 
 @pytest.mark.parametrize("case", range(len(CASES)), ids=IDS)

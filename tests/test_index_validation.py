@@ -6,22 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _index_cases import DIM, Clustered, make_clustered
+from _index_cases import DIM
 
 from vs_lib import index as vi
 from vs_lib.index.base import BaseIndex
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_faiss_thread():
-    """Small arrays: one OpenMP thread avoids spin-waiting on a shared machine."""
-    with vi.faiss_threads(1):
-        yield
-
-
-@pytest.fixture(scope="module")
-def clustered() -> Clustered:
-    return make_clustered()
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")  # fixtures from conftest.py
 
 
 def test_user_errors_are_clear(clustered):

@@ -23,7 +23,6 @@ from vs_lib import index as vi
 from vs_lib.index import IndexCorruptedError, IndexMismatchError
 from vs_lib.index.milvus import MilvusIndex, default_uri
 
-clustered = t_search.clustered  # the same module-scoped data fixtures
 fashion_mnist = t_sync.fashion_mnist
 DIM, N = cases.DIM, cases.N
 SHARED_MODULES = (t_search, t_persistence, t_validation)
