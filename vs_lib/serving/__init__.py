@@ -26,6 +26,7 @@ snapshots      ``Snapshotter``: the background thread that saves the index
 caches         stored vectors (read back with ``index.reconstruct``) and hashes by id
 store          ``PlatformStore``: database rows, pixels by storage key, an upload's file and commit
 responses      ``SearchResponse``, ``UploadResult``, ``Health``; the per-stage timer
+candidates     ``CandidateSearch``: over-fetch, re-rank, widen until k survive (bounded, with a deadline)
 indexing       ``IndexingPipeline``: upload transaction, deletion, reconciliation, snapshots
 facade         ``SearchService``: composes the parts; the search pipeline (an ``IndexingPipeline``)
 =============  ========================================================================

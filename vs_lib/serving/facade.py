@@ -1,8 +1,8 @@
 """The search facade: one :class:`SearchService` composing the services into the two pipelines.
 
 - **prediction**: validate → embed (:class:`EmbeddingService`) → nearest neighbours
-  (:class:`NeighbourService`) → re-ranking (:class:`ReRanker`), timed per stage, with a
-  bounded number of candidates and a deadline;
+  (:class:`NeighbourService`) → re-ranking (:class:`ReRanker`), timed per stage, widening
+  the candidate list within a bound and a deadline (:class:`CandidateSearch`);
 - **indexing**: validate → embed → object file → images row + vector (one transaction: the
   upload exists from here) → searchable in memory. The index on disk is a snapshot written
   in the background (:class:`Snapshotter`); at start-up the service replays what is newer.
@@ -18,7 +18,6 @@ import contextlib
 import logging
 import os
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,15 +30,15 @@ from .. import index as index_mod
 from ..index import VectorIndex
 from ..locks import Presence
 from ..protocols import Encoder
-from .access import hidden_reason
 from .caches import HashCache, VectorCache
+from .candidates import CandidateSearch
 from .embedding import EmbeddingService, ImageInput
 from .errors import NotFound, ServingError, as_int
 from .images import MAX_PIXELS, MAX_UPLOAD_BYTES, CropSpec, apply_crop, encode_png, parse_crop, to_pil
 from .indexing import Forbidden, IndexingPipeline
 from .neighbours import NeighbourService, ensure_index
-from .rerank import DUP_COSINE, DUP_HAMMING, ReRanker, Result
-from .responses import Health, SearchResponse, StageTimer, StopReason
+from .rerank import DUP_COSINE, DUP_HAMMING, ReRanker
+from .responses import Health, SearchResponse, StageTimer
 from .snapshots import SNAPSHOT_EVERY, SNAPSHOT_SECONDS, Snapshotter
 from .store import PlatformStore
 
@@ -83,13 +82,13 @@ class SearchService(IndexingPipeline):
         self.encoder = encoder
         self.embedder = EmbeddingService(encoder, max_bytes=max_bytes, max_pixels=max_pixels)
         self.neighbours = NeighbourService(index, index_path)
-        self.reranker = ReRanker(dup_cosine, dup_hamming)
         self.store = PlatformStore(db_path, store_dir)
         self.max_k = int(max_k)
-        self.max_candidates = max(int(max_candidates), self.max_k)
-        self.deadline_ms = float(deadline_ms)
         self.vectors = VectorCache(self.neighbours, lambda ids: self.embedder.embed(self._images(ids)), encoder.dim)
         self.hashes = HashCache(self._images)
+        bounds = max(int(max_candidates), self.max_k), float(deadline_ms)
+        rules = ReRanker(dup_cosine, dup_hamming)
+        self.candidates = CandidateSearch(self.neighbours, rules, self.store, self.vectors, self.hashes, *bounds)
         self._write_lock = threading.Lock()  # one upload / deletion / reconciliation at a time (short)
         self.presence = Presence(self.store.store_dir).hold()
         self.orphans_removed = self.store.remove_orphans() if self.presence.alone() else 0
@@ -123,6 +122,15 @@ class SearchService(IndexingPipeline):
         vindex = index_mod.load(index_path, expected_dim=encoder.dim, expected_fingerprint=encoder.fingerprint)
         return cls(encoder, vindex, db_path=db_path, index_path=index_path, **kwargs)
 
+    @property
+    def reranker(self) -> ReRanker:
+        """The re-ranking rules of every search; assign another :class:`ReRanker` to change them."""
+        return self.candidates.reranker
+
+    @reranker.setter
+    def reranker(self, rules: ReRanker) -> None:
+        self.candidates.reranker = rules
+
     # ------------------------------------------------------------------ images
     def _images(self, ids: Sequence[int]) -> list[Image.Image]:
         return [to_pil(a) for a in self.store.pixels(ids)]
@@ -143,13 +151,7 @@ class SearchService(IndexingPipeline):
         """Up to ``n`` random indexed images the requester may see as results (for a picker)."""
         if not 1 <= int(n) <= MAX_RANDOM:
             raise ServingError(f"n must be between 1 and {MAX_RANDOM}, got {n}")
-        self.store.check_user(user_id)
-        all_ids = self.neighbours.ids()
-        if len(all_ids) == 0:
-            return []
-        pick = np.random.default_rng(seed).choice(all_ids, size=min(len(all_ids), 4 * int(n)), replace=False).tolist()
-        meta = self.store.image_meta(pick)
-        return [i for i in pick if hidden_reason(meta.get(i), user_id, as_result=True) is None][: int(n)]
+        return self.store.random_visible(self.neighbours.ids(), int(n), user_id, seed)
 
     # ------------------------------------------------------------------ the prediction pipeline
     def search(
@@ -179,7 +181,7 @@ class SearchService(IndexingPipeline):
         self.store.check_user(user_id)
         query, query_id = self._query_vector(image, image_id, parse_crop(crop), user_id, timer)
         timer.lap("embed")
-        return self._rank(query, k, user_id, query_id, timer)
+        return self.candidates.rank(query, k, user_id, query_id, timer)
 
     def _query_vector(
         self, image: ImageInput | None, image_id: int | None, box: Any, user_id: int | None, timer: StageTimer
@@ -197,46 +199,6 @@ class SearchService(IndexingPipeline):
         img = apply_crop(self.get_image(query_id, user_id), box)
         timer.lap("validate")
         return self.embedder.embed([img])[0], query_id
-
-    def _rank(
-        self, query: np.ndarray, k: int, user_id: int | None, query_id: int | None, timer: StageTimer
-    ) -> SearchResponse:
-        """Over-fetch, re-rank, widen (x4) until ``k`` survive — within ``max_candidates`` and the deadline."""
-        n_index = len(self.neighbours)
-        cap = min(n_index, self.max_candidates)
-        fetch = min(cap, max(4 * k, k + 40))
-        while True:
-            scores, ids = self.neighbours.search(query, fetch)
-            timer.lap("search")
-            results, dropped = self._rerank(ids, scores, k, user_id, query_id)
-            timer.lap("rerank")
-            elapsed = (time.perf_counter() - timer.start) * 1000.0
-            stop: StopReason | None = (
-                "k_results" if len(results) >= k
-                else "index_exhausted" if fetch >= n_index
-                else "candidate_cap" if fetch >= cap
-                else "deadline" if elapsed >= self.deadline_ms
-                else None
-            )  # fmt: skip
-            if stop is not None:
-                return SearchResponse(results, timer.finish(), dropped, len(ids), stop)
-            fetch = min(cap, fetch * 4)
-
-    def _rerank(
-        self, ids: np.ndarray, scores: np.ndarray, k: int, user_id: int | None, query_id: int | None
-    ) -> tuple[list[Result], dict[str, int]]:
-        """The re-ranker over these candidates; a result whose file vanished is dropped, never a 500."""
-        meta = self.store.image_meta(ids.tolist())
-        missing = self.store.missing_objects(meta)
-        for _ in range(3):
-            try:
-                return self.reranker.rerank(
-                    ids, scores, k=k, meta=meta, requester_id=user_id, query_image_id=query_id,
-                    vectors=self.vectors.get, hashes=self.hashes.get, missing=missing,
-                )  # fmt: skip
-            except FileNotFoundError:  # deleted between the check and the read: check again
-                missing = self.store.missing_objects(meta)
-        raise RuntimeError("object files keep disappearing during a search")
 
     def search_ids(self, query_image_id: int, k: int, user_id: int | None) -> list[int]:
         """Ranked ids for a platform query image: the ``(query_image_id, k, user_id)`` callable the

@@ -123,6 +123,15 @@ class PlatformStore:
             raise NotFound(f"unknown image_id {image_id}")
         return meta
 
+    def random_visible(self, ids: np.ndarray, n: int, requester_id: int | None, seed: int | None) -> list[int]:
+        """Up to ``n`` of ``ids``, drawn at random, that the requester may see as results."""
+        self.check_user(requester_id)
+        if len(ids) == 0:
+            return []
+        pick = np.random.default_rng(seed).choice(ids, size=min(len(ids), 4 * n), replace=False).tolist()
+        meta = self.image_meta(pick)
+        return [i for i in pick if hidden_reason(meta.get(i), requester_id, as_result=True) is None][:n]
+
     def storage_keys(self, ids: Sequence[int]) -> list[str]:
         """The storage key of every id, in order; ``NotFound`` for an unknown id."""
         keys: dict[int, str] = {}
