@@ -6,6 +6,7 @@ import argparse
 import itertools
 import math
 import sqlite3
+import time
 
 import numpy as np
 import pytest
@@ -419,6 +420,36 @@ def test_training_with_neighbour_positives(tiny_data):
 
 
 # ---- reuse, configuration, command line -----------------------------------------------------
+
+
+def test_two_callers_asking_for_one_model_train_it_once(tiny_data, tmp_path, monkeypatch):
+    """The second caller waits on the model's lock and then reuses the file the first wrote."""
+    import threading
+
+    imgs, labels = tiny_data
+    started, calls = threading.Event(), []
+    real_train = train.train_encoder
+
+    def slow_train(cfg, *, data, checkpoint=None, progress=True):
+        calls.append(threading.get_ident())
+        started.set()
+        time.sleep(0.5)  # the other caller arrives while this one trains
+        return real_train(cfg, data=data, checkpoint=checkpoint, progress=False)
+
+    monkeypatch.setattr(registry, "train_encoder", slow_train)
+    cfg = _tiny_cfg(epochs=1)
+    data = train.training_data(cfg, imgs, labels)
+    got: list = []
+
+    def ask():
+        got.append(train.ensure_model("labels", "smoke", cfg=cfg, models_dir=tmp_path, data=data, progress=False))
+
+    first = threading.Thread(target=ask)
+    first.start()
+    assert started.wait(30)
+    ask()  # while the first is still training
+    first.join(60)
+    assert len(calls) == 1 and got[0] == got[1] and got[0].exists()
 
 
 def test_ensure_model_trains_once_then_reuses(tiny_data, tmp_path, monkeypatch):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from filelock import FileLock
+
 from .. import config as paths
 from ..models import Encoder, load_encoder
 from .config import BACKBONES, POSITIVES, TrainConfig, default_config
@@ -94,7 +96,8 @@ def ensure_model(
     ``cfg`` defaults to :func:`default_config`; ``out`` to :func:`model_path`; ``data`` to
     :func:`training_data` of ``cfg`` (click positives: the interactions table of the database
     at ``click_log``, default the platform database).  Training checkpoints beside the file
-    (``<file>.ckpt``), so an interrupted run resumes; the model is written atomically.  When
+    (``<file>.ckpt``), so an interrupted run resumes; the model is written atomically, under a
+    lock (``<file>.lock``): a second caller asking for the same model waits and reuses it.  When
     ``cfg.eval_queries`` is None the model is also scored on the full protocol
     (:func:`evaluate_on_protocol`) and the figures stored in it.
     """
@@ -103,8 +106,13 @@ def ensure_model(
     data = data if data is not None else training_data(cfg, click_log=click_log)
     if not force and is_up_to_date(path, cfg, data):
         return path
-    encoder = train_encoder(cfg, data=data, checkpoint=path.with_name(path.name + ".ckpt"), progress=progress)
-    if cfg.eval_queries is None:
-        encoder.metadata["evaluation"] = evaluate_on_protocol(encoder)
-    encoder.save(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # two processes asking for the same model (a report beside `make models`): one trains, the other waits and reuses
+    with FileLock(path.with_name(path.name + ".lock")):
+        if not force and is_up_to_date(path, cfg, data):
+            return path
+        encoder = train_encoder(cfg, data=data, checkpoint=path.with_name(path.name + ".ckpt"), progress=progress)
+        if cfg.eval_queries is None:
+            encoder.metadata["evaluation"] = evaluate_on_protocol(encoder)
+        encoder.save(path)
     return path
