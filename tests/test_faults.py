@@ -44,9 +44,9 @@ def zygote():
 
 def test_sigkill_at_random_moments_loses_nothing_acknowledged(platform, tmp_path, zygote):
     paths = testing.copy_platform(platform, tmp_path / "drill")
-    report = testing.kill_drill(paths, kills=12, seed=7, uploaders=3, max_uptime=1.2, zygote=zygote)
+    report = testing.kill_drill(paths, kills=20, seed=7, uploaders=3, max_uptime=1.2, zygote=zygote)
     counts = dataclasses.asdict(report)
-    assert report.kills == 12 and report.acknowledged >= 12, counts  # the drill really uploaded and killed
+    assert report.kills == 20 and report.acknowledged >= 20, counts  # the drill really uploaded and killed
     assert report.attempted > report.acknowledged, counts  # and some uploads were cut off mid-flight
     assert report.lost == 0 and report.half_done == 0, counts
     assert (report.orphaned_files, report.orphaned_rows, report.orphaned_vectors) == (0, 0, 0), counts

@@ -368,27 +368,54 @@ def test_cli_requires_a_trained_encoder(tmp_path, monkeypatch):
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_ray_job_equals_inprocess(tiny_encoder_path, tmp_path, monkeypatch, fashion_mnist):
-    """A local Ray Data job (2 actors) over 2,000 corpus images and one upload gives the
-    in-process embeddings, ids matched after sorting, and leaves the environment as it was."""
+def test_ray_jobs_equal_inprocess(tiny_encoder_path, tmp_path, monkeypatch, fashion_mnist):
+    """Two local Ray Data jobs (2 actors each) on one Ray start: 2,000 corpus images and one
+    upload, then a folder of photos (``index --folder DIR --engine ray``).  Each gives the
+    in-process result; neither shuts down a Ray it did not start or writes to the environment.
+    (A job that starts Ray itself shuts it down: notebook 09 checks that.)"""
     import os
 
     import ray
+    from PIL import Image
+
+    from vs_lib import collection
+    from vs_lib.scale import ray_runtime
 
     ids = np.concatenate([np.arange(0, 70_000, 35, dtype=np.int64)[::-1], [70_000]])
     _platform(tmp_path, monkeypatch, {int(i): corpus_key(int(i)) for i in ids[:-1]} | {70_000: "u.png"})
     _upload(tmp_path, "u.png", UPLOAD)
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(12):  # colour pictures of different sizes, in two folders
+        pixels = rng.integers(0, 256, (30 + 3 * i, 40, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / ("sub" if i % 2 else "") / f"p{i}.png")
+    (folder / "notes.txt").write_text("not an image")
 
     def ours() -> dict[str, str]:  # what the job could write here (Ray itself sets RAY_* variables)
         return {k: v for k, v in os.environ.items() if k.startswith("VS_") or k == "RAY_IGNORE_UNHANDLED_ERRORS"}
 
     env_before = ours()
-    res = scale.embed_with_ray(tiny_encoder_path, ids, tmp_path / "ray.parquet", num_cpus=2, batch_size=256)
-    assert res.n == len(ids) and res.num_actors == 2
-    assert not ray.is_initialized()  # shut down cleanly
+    assert ray_runtime.start_ray(2, None)  # this test's Ray, shared by both jobs
+    try:
+        res = scale.embed_with_ray(tiny_encoder_path, ids, tmp_path / "ray.parquet", num_cpus=2, batch_size=256)
+        assert res.n == len(ids) and res.num_actors == 2
+        sync = collection.index_folder(folder, name="ray", model=str(tiny_encoder_path), engine="ray", progress=False)
+        assert ray.is_initialized()  # the jobs left the Ray they found running
+    finally:
+        ray.shutdown()
     assert ours() == env_before  # the settings reached the actors without writes to this process's environment
     got_ids, got = scale.read_embeddings(tmp_path / "ray.parquet")
     ref = scale.embed_inprocess(tiny_encoder_path, ids)
     order = np.argsort(ids)
     np.testing.assert_array_equal(got_ids, ids[order])
     np.testing.assert_allclose(got, ref.embeddings[order], atol=1e-5)
+    # the folder: same files, content hashes, perceptual hashes and vectors as an in-process sync
+    local = collection.index_folder(folder, name="local", model=str(tiny_encoder_path), progress=False)
+    assert sync.embedded == local.embedded == 12
+    by_ray, in_process = collection.open_state(name="ray"), collection.open_state(name="local")
+    assert [(r.path, r.sha256, r.phash) for r in by_ray.records] == [
+        (r.path, r.sha256, r.phash) for r in in_process.records
+    ]
+    assert len({r.path.split("/")[0] for r in in_process.records}) > 1  # both folders were walked
+    np.testing.assert_allclose(by_ray.vectors, in_process.vectors, atol=1e-5)
