@@ -39,6 +39,7 @@ ALLOWED: dict[str, dict[str, str]] = {
     },
     "08_serving": {"0.2": "the polling interval of the test helper (an input)"},
     "09_scaling": {"0.5": "the exponent of the assumed √N law (a definition)"},
+    "11_interview_walkthrough": {"0.01": "the tolerance an exercise defines"},
 }
 
 

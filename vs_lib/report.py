@@ -3,7 +3,9 @@
 ``python -m vs_lib report [--profile full|smoke] [--only 03 04]`` runs them in teaching
 order, each from ``notebooks/`` as its working folder, prints the time each took and
 writes ``reports/summary.json``. A failing notebook is reported (its executed copy shows
-the error) and the others still run; the command then exits non-zero.
+the error) and the others still run; the command then exits non-zero. The last notebook, the
+interview walk-through built from the others' results, is also ``reports/summary.html``: the
+course's one-page summary.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from . import config
 
 CLI_HELP = "execute every notebook with papermill into reports/ (executed .ipynb and HTML)"
+SUMMARY_NOTEBOOK = "11_interview_walkthrough"  # its HTML is also reports/summary.html
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
@@ -93,4 +96,8 @@ def cli_main(args: argparse.Namespace) -> int:
     for r in results:
         print(f"{r['notebook']:32s} {r['seconds']:8.1f}  {'ok' if r['ok'] else 'FAILED'}")
     print(f"{'total':32s} {total:8.1f}\nreports in {out_dir}, figures in {config.figures_dir()}")
+    if any(r["notebook"] == SUMMARY_NOTEBOOK and r["ok"] for r in results):
+        with config.atomic_path(out_dir / "summary.html") as tmp:
+            tmp.write_bytes((out_dir / f"{SUMMARY_NOTEBOOK}.html").read_bytes())
+        print(f"the course's one-page summary: {out_dir / 'summary.html'}")
     return 0 if all(r["ok"] for r in results) else 1
