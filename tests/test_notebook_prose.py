@@ -26,20 +26,9 @@ CODE = re.compile(r"`[^`\n]*`")
 
 # inputs and definitions a Markdown cell may state, per notebook: {value: why it is typed}
 ALLOWED: dict[str, dict[str, str]] = {
-    "00_overview": {"90%": "defines the intrinsic-dimension estimate (components for 90 % of the variance)"},
-    "06_offline_evaluation": {
-        "0.0017": "a worked definition: a perfect top 10 over 6,000 relevant items is 10 / 6,000",
-        "1.0": "a definition: one relevant item found is recall 1",
-        "95%": "the chosen confidence level of the intervals",
-    },
-    "07_online_evaluation": {
-        "80%": "the chosen power of the test",
-        "95%": "the confidence level an exercise asks for",
-        "5%": "the lift an exercise asks about",
-    },
+    "06_offline_evaluation": {"95%": "the chosen confidence level of the intervals"},
     "08_serving": {"0.2": "the polling interval of the test helper (an input)"},
     "09_scaling": {"0.5": "the exponent of the assumed √N law (a definition)"},
-    "11_interview_walkthrough": {"0.01": "the tolerance an exercise defines"},
 }
 
 

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 
-def exercise_1(sweep: Mapping[str, Mapping[str, Any]]) -> int:
-    """The smallest embedding size whose MAP@R is within 0.01 of the sweep's best."""
+def exercise_1(sweep: Mapping[str, Mapping[str, Any]], tolerance: float) -> int:
+    """The smallest embedding size whose MAP@R is within ``tolerance`` of the sweep's best."""
     best = max(row["MAP@R"] for row in sweep.values())
-    return min(int(d) for d, row in sweep.items() if row["MAP@R"] >= best - 0.01)
+    return min(int(d) for d, row in sweep.items() if row["MAP@R"] >= best - tolerance)
 
 
 def exercise_2(ctr_a: float, ctr_b: float) -> float:
