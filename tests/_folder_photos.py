@@ -8,10 +8,13 @@ still never serve it).
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from skimage import data as skdata
 
@@ -76,3 +79,21 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
             st = p.lstat()
             out[str(p.relative_to(folder))] = (st.st_size, st.st_mtime_ns)
     return out
+
+
+@contextlib.contextmanager
+def indexed_folder(root: Path) -> Iterator[tuple[Path, Path, object]]:
+    """``(folder, secret, collection)``: :func:`make_folder` under ``root``, indexed with the photo
+    encoder into ``root/data`` (set as the data and models folders for the block), loaded once."""
+    from vs_lib import collection, models, photo
+
+    folder, secret = make_folder(root)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VS_DATA_DIR", str(root / "data"))
+        mp.setenv("VS_MODELS_DIR", str(root / "data" / "models"))
+        with models.torch_threads(models.auto_threads()):
+            photo.ensure_photo_encoder()
+            collection.index_folder(folder, progress=False)
+            coll = collection.Collection.open(folder=folder)
+            coll.index  # noqa: B018 - the encoder and the index, loaded before the first request
+        yield folder, secret, coll

@@ -20,10 +20,10 @@ from urllib.parse import quote
 
 import numpy as np
 import pytest
-from _folder_photos import FACE, IMAGES, LARGE_SIZE, make_folder, snapshot
+from _folder_photos import FACE, IMAGES, LARGE_SIZE, indexed_folder, snapshot
 from PIL import Image
 
-from vs_lib import collection, config, models, photo
+from vs_lib import config
 from vs_lib.api.folder import check_folder_bind, create_folder_app
 
 LOCAL = "http://127.0.0.1"
@@ -33,15 +33,7 @@ LOCAL = "http://127.0.0.1"
 def env(tmp_path_factory):
     """``(folder, secret, data_dir, coll)``: the folder indexed once, in a temporary data folder."""
     root = tmp_path_factory.mktemp("folder_api")
-    folder, secret = make_folder(root)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VS_DATA_DIR", str(root / "data"))
-        mp.setenv("VS_MODELS_DIR", str(root / "data" / "models"))
-        with models.torch_threads(models.auto_threads()):
-            photo.ensure_photo_encoder()
-            collection.index_folder(folder, progress=False)
-            coll = collection.Collection.open(folder=folder)
-            coll.index  # noqa: B018 - the encoder and the index, loaded once for every test
+    with indexed_folder(root) as (folder, secret, coll):
         yield folder, secret, root / "data", coll
 
 

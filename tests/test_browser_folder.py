@@ -18,11 +18,10 @@ import time
 from pathlib import Path
 
 import pytest
-from _folder_photos import FACE, IMAGES, make_folder
+from _folder_photos import FACE, IMAGES, indexed_folder
 from PIL import Image
 from test_browser import CHROMIUM, CHROMIUM_ARGS, free_port
 
-from vs_lib import collection, models, photo
 from vs_lib.api.folder import create_folder_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -33,15 +32,7 @@ def server(tmp_path_factory):
     import uvicorn
 
     root = tmp_path_factory.mktemp("folder_browser")
-    folder, _ = make_folder(root)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VS_DATA_DIR", str(root / "data"))
-        mp.setenv("VS_MODELS_DIR", str(root / "data" / "models"))
-        with models.torch_threads(models.auto_threads()):
-            photo.ensure_photo_encoder()
-            collection.index_folder(folder, progress=False)
-        coll = collection.Collection.open(folder=folder)
-        coll.index  # noqa: B018 - loaded before the first request
+    with indexed_folder(root) as (folder, _, coll):
         port = free_port()
         srv = uvicorn.Server(uvicorn.Config(create_folder_app(coll), host="127.0.0.1", port=port, log_level="warning"))
         thread = threading.Thread(target=srv.run, daemon=True)
