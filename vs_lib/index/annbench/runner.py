@@ -87,7 +87,9 @@ def single_thread() -> Iterator[None]:
 
     numba: Any = None
     with contextlib.suppress(ImportError):
-        import numba
+        import numba as _numba
+
+        numba = _numba
     before = numba.get_num_threads() if numba is not None else None
     with threadpool_limits(1):
         if numba is not None:
