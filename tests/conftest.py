@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,6 +30,34 @@ import pytest
 from vs_lib import config
 
 NOTEBOOKS = config.ROOT / "notebooks"
+
+#: background processes started when the session begins, by name (see ``pytest_collection_finish``)
+_WARM_UPS: dict[str, subprocess.Popen] = {}
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """UMAP compiles its numba functions the first time it is imported and caches them
+    (``NUMBA_CACHE_DIR``): on a cold cache that is half a minute of one core.  When notebook 05
+    is among the tests, the import runs in the background while the first tests run, and the
+    notebook waits for it (``umap_compiled``) instead of compiling in its own kernel."""
+    if any("test_nb_05_" in item.nodeid for item in session.items):
+        _WARM_UPS["umap"] = subprocess.Popen(
+            [sys.executable, "-c", "import umap"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for proc in _WARM_UPS.values():
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def umap_compiled() -> None:
+    """Wait for the background UMAP import (if one was started) to have filled numba's cache."""
+    proc = _WARM_UPS.get("umap")
+    if proc is not None:
+        proc.wait(timeout=600)
 
 
 @pytest.fixture(scope="session")
@@ -105,6 +135,11 @@ def run_notebook(smoke_figures_dir: Path, notebook_env: dict[str, str]) -> Calla
                 kernel_name="python3",
                 cwd=str(NOTEBOOKS),
                 progress_bar=False,
+                # the executed copy is written once at the end, and the finished kernel is
+                # killed rather than left to unload torch: seconds per notebook (the notebooks
+                # stop their servers and Ray jobs in their own cells)
+                request_save_on_cell_execute=False,
+                shutdown_kernel="immediate",
             )
         finally:
             for k, v in env_before.items():

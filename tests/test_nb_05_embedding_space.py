@@ -5,7 +5,7 @@ from _reference import pixel_embeddings
 pytestmark = pytest.mark.notebooks
 
 
-def test_embedding_space_notebook(run_notebook):
+def test_embedding_space_notebook(run_notebook, umap_compiled):
     r = run_notebook("05_embedding_space")
     from sklearn.neighbors import NearestNeighbors
 
