@@ -56,7 +56,7 @@ METRICS = ("precision", "recall", "hit", "rr", "ap", "ndcg")
 #: how each per-query column is called once averaged over queries
 AGGREGATE_NAMES = {"precision": "P", "recall": "R", "hit": "HitRate", "rr": "MRR", "ap": "mAP", "ndcg": "nDCG"}
 #: the smoke profile's protocol: a seeded sample of test queries and training images
-SMOKE_QUERIES, SMOKE_GALLERY = 500, 6000
+SMOKE_QUERIES, SMOKE_GALLERY = 500, 3000
 
 
 def metric_columns(k: int) -> list[str]:
