@@ -436,15 +436,19 @@ def _kill_loop(
 ) -> None:
     import threading
 
+    startup_s = 1.0  # how long the last start-up took (a forked server is up in about a second)
     for _ in range(kills):
+        started = time.monotonic()
         server = zygote.start(paths, wait=False, timeout=timeout)
         if rng.random() < startup_kills:
-            time.sleep(rng.uniform(0.5, 4.0))
+            # a moment within the start-up as long as the last one took, so the kill lands in it
+            time.sleep(rng.uniform(0.0, startup_s))
             report.kills_during_startup += int(server.alive())
             server.kill()
             report.kills += 1
             continue
         wait_until_up(server, timeout)
+        startup_s = time.monotonic() - started
         stop, flowing = threading.Event(), threading.Event()
         threads = [threading.Thread(target=upload_loop, args=(server.url, u, stop, flowing)) for u in users]
         for t in threads:
