@@ -145,18 +145,18 @@ def _seed_log(
     next_id = 1
     for s in range(cfg.n_sessions):
         user = int(rng.integers(1, cfg.n_users + 1))
-        q = int(rng.choice(train_idx))
+        q = int(train_idx[rng.integers(0, len(train_idx))])  # = rng.choice(train_idx), same draws, faster
         cq = labels[q]
         shown: list[int] = []
         while len(shown) < n:  # legacy ranking: 55% same class, 25% related group, 20% random
             r = rng.random()
             pool = by_class[cq] if r < 0.55 else by_group[CLASS_GROUP[cq]] if r < 0.80 else train_idx
-            cand = int(rng.choice(pool))
+            cand = int(pool[rng.integers(0, len(pool))])
             if cand != q and visible[cand] and cand not in shown:
                 shown.append(cand)
         c = CITIES[city_idx[user - 1]]
-        lat = float(np.clip(c[2] + rng.normal(0, 0.05), -90, 90))
-        lon = float(np.clip(c[3] + rng.normal(0, 0.05), -180, 180))
+        lat = min(max(float(c[2] + rng.normal(0, 0.05)), -90.0), 90.0)
+        lon = min(max(float(c[3] + rng.normal(0, 0.05)), -180.0), 180.0)
         ts = int(t0 + rng.integers(0, 90 * 86_400))
         shown_arr = np.array(shown)
         same = labels[shown_arr] == cq
